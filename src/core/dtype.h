@@ -1,0 +1,26 @@
+// Storage dtypes of model files, and the compute precision seam.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace lcmd {
+
+enum class DType { F32, F16, BF16, I64, I32, I16, I8, U8, F64, BOOL };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);          // safetensors spelling: "F32", "F16", ...
+bool parse_dtype(const std::string& s, DType* out);
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);             // round to nearest even, as torch's .half()
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);            // round to nearest even
+
+// How conv/matmul weights and activations are computed. Only fp32 exists in this version;
+// bf16 and int8 come later and plug in here.
+enum class Precision { FP32 };
+const char* precision_name(Precision p);
+bool parse_precision(const std::string& s, Precision* out);
+
+}  // namespace lcmd

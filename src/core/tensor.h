@@ -1,0 +1,52 @@
+// A float32 tensor: a shape and a 64-byte aligned buffer shared between views.
+//
+// Layout conventions (the whole engine uses them):
+//   images / feature maps: NHWC  [N, H, W, C]   (channels last, what oneDNN's brgconv wants)
+//   token sequences:       [N, T, C]
+//   weights keep their PyTorch layout until an op packs them.
+// Reference data (.npy) is NCHW; convert with to_nhwc / to_nchw at the boundary.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lcmd {
+
+using Shape = std::vector<int64_t>;
+
+std::string shape_str(const Shape& shape);
+int64_t shape_numel(const Shape& shape);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Uninitialised storage of shape_numel(shape) floats.
+  explicit Tensor(Shape shape);
+  static Tensor zeros(Shape shape);
+  static Tensor from(Shape shape, const float* values);  // copies
+
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int i) const { return shape_[i < 0 ? shape_.size() + i : i]; }
+  int64_t numel() const { return shape_numel(shape_); }
+  bool empty() const { return data_ == nullptr; }
+
+  // Same storage, new shape with the same element count.
+  Tensor reshape(Shape shape) const;
+  Tensor clone() const;
+
+ private:
+  std::shared_ptr<float> storage_;
+  float* data_ = nullptr;
+  Shape shape_;
+};
+
+// NCHW <-> NHWC copies for 4-D tensors.
+Tensor to_nhwc(const Tensor& nchw);
+Tensor to_nchw(const Tensor& nhwc);
+
+}  // namespace lcmd
