@@ -1,0 +1,70 @@
+// lcmd's public API: an Engine is loaded once per process from a diffusers model folder and
+// turns text prompts into images. generate() may be called from several threads; runs are
+// serialised, each using all the engine's threads.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lcmd {
+
+struct GenerateRequest {
+  std::string prompt;                 // UTF-8
+  int width = 256;                    // positive multiple of 8, at most kMaxImageSide
+  int height = 256;
+  int steps = 4;                      // 1..kMaxSteps (LCM is trained for 1-8)
+  double guidance_scale = 8.0;        // finite; double as in diffusers (w = gs - 1 before rounding)
+  std::optional<uint64_t> seed;       // random when absent; the result says which was used
+};
+
+inline constexpr int kMaxImageSide = 2048;
+inline constexpr int kMaxSteps = 50;
+
+// Throws InputError naming the field and its allowed range.
+void validate(const GenerateRequest& request);
+
+struct StageTimings {
+  double tokenize_ms = 0;
+  double text_encoder_ms = 0;
+  std::vector<double> unet_step_ms;   // one per denoising step
+  double vae_decode_ms = 0;
+  double png_ms = 0;
+  double total_ms = 0;
+};
+
+struct GenerateResult {
+  std::vector<uint8_t> png;           // the encoded image
+  std::vector<uint8_t> rgb;           // height x width x 3, row-major
+  int width = 0, height = 0;
+  uint64_t seed = 0;
+  StageTimings timings;
+};
+
+struct EngineOptions {
+  int threads = 0;                    // 0 = every core this process may use
+  std::string precision = "fp32";     // only fp32 in this version
+};
+
+// Called after each denoising step (1-based step, total steps).
+using ProgressCallback = std::function<void(int step, int total)>;
+
+class Engine {
+ public:
+  // Loads and validates every component; ModelError names the file, tensor and problem.
+  static std::unique_ptr<Engine> load(const std::filesystem::path& model_dir, const EngineOptions& options = {});
+  virtual ~Engine() = default;
+
+  virtual GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {}) const = 0;
+  // The 77 CLIP token ids the prompt becomes.
+  virtual std::vector<int32_t> tokenize(const std::string& prompt) const = 0;
+};
+
+// What a model folder holds, without loading it: each component's file, tensor and parameter
+// counts by dtype, and its config. ModelError when the folder is incomplete or corrupt.
+std::string describe_model_folder(const std::filesystem::path& model_dir);
+
+}  // namespace lcmd

@@ -1,0 +1,146 @@
+#include "models/blocks.h"
+
+#include <cmath>
+
+namespace lcmd {
+
+Norm::Norm(const Weights& w, int channels) : weight(w.tensor("weight", {channels})), bias(w.tensor("bias", {channels})) {}
+
+ops::Conv2d load_conv(const Weights& w, int cin, int cout, int kernel, int stride, int padding, bool bias) {
+  const Tensor weight = w.tensor("weight", {cout, cin, kernel, kernel});
+  const Tensor b = bias ? w.tensor("bias", {cout}) : Tensor();
+  return ops::Conv2d(weight.data(), bias ? b.data() : nullptr, cin, cout, kernel, stride, padding);
+}
+
+ops::Linear load_linear(const Weights& w, int in, int out, bool bias, bool from_conv1x1) {
+  const Tensor weight = from_conv1x1 ? w.tensor("weight", {out, in, 1, 1}) : w.tensor("weight", {out, in});
+  const Tensor b = bias ? w.tensor("bias", {out}) : Tensor();
+  return ops::Linear(weight.data(), bias ? b.data() : nullptr, in, out);
+}
+
+// ---- ResnetBlock2D ----
+
+ResnetBlock2D::ResnetBlock2D(const Weights& w, int in_channels, int out_channels, int temb_channels, int groups,
+                             float eps)
+    : groups(groups),
+      eps(eps),
+      norm1(w["norm1"], in_channels),
+      norm2(w["norm2"], out_channels),
+      conv1(load_conv(w["conv1"], in_channels, out_channels, 3, 1, 1)),
+      conv2(load_conv(w["conv2"], out_channels, out_channels, 3, 1, 1)) {
+  if (temb_channels > 0) time_emb_proj = load_linear(w["time_emb_proj"], temb_channels, out_channels);
+  if (in_channels != out_channels) conv_shortcut = load_conv(w["conv_shortcut"], in_channels, out_channels, 1, 1, 0);
+}
+
+Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor* temb) const {
+  Tensor h = ops::group_norm(x, groups, eps, norm1.weight.data(), norm1.bias.data(), /*silu=*/true);
+  h = conv1(h);
+  if (time_emb_proj && temb) {
+    // temb = time_emb_proj(silu(temb)), broadcast over every position of its sample.
+    Tensor t = temb->clone();
+    ops::silu_(t);
+    const Tensor proj = (*time_emb_proj)(t);
+    const int64_t n = h.dim(0), positions = h.numel() / (n * h.dim(-1)), c = h.dim(-1);
+    for (int64_t b = 0; b < n; ++b) {
+      float* hb = h.data() + b * positions * c;
+      const float* pb = proj.data() + b * c;
+#pragma omp parallel for
+      for (int64_t p = 0; p < positions; ++p)
+        for (int64_t i = 0; i < c; ++i) hb[p * c + i] += pb[i];
+    }
+  }
+  h = ops::group_norm(h, groups, eps, norm2.weight.data(), norm2.bias.data(), /*silu=*/true);
+  const Tensor shortcut = conv_shortcut ? (*conv_shortcut)(x) : x;
+  return conv2(h, &shortcut);  // (shortcut + conv2(h)) / output_scale_factor(1)
+}
+
+// ---- Down / Upsample ----
+
+Downsample2D::Downsample2D(const Weights& w, int channels) : conv(load_conv(w["conv"], channels, channels, 3, 2, 1)) {}
+
+Upsample2D::Upsample2D(const Weights& w, int channels) : conv(load_conv(w["conv"], channels, channels, 3, 1, 1)) {}
+
+namespace {
+
+// F.interpolate(mode="nearest", size=(oh, ow)): source index floor(dst * in / out).
+Tensor resize_nearest(const Tensor& x, int oh, int ow) {
+  const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
+  Tensor y({n, oh, ow, c});
+  const float sh = static_cast<float>(h) / oh, sw = static_cast<float>(w) / ow;
+#pragma omp parallel for collapse(2)
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < oh; ++i) {
+      const int64_t si = std::min<int64_t>(static_cast<int64_t>(std::floor(i * sh)), h - 1);
+      for (int64_t j = 0; j < ow; ++j) {
+        const int64_t sj = std::min<int64_t>(static_cast<int64_t>(std::floor(j * sw)), w - 1);
+        const float* src = x.data() + ((b * h + si) * w + sj) * c;
+        std::copy(src, src + c, y.data() + ((b * oh + i) * ow + j) * c);
+      }
+    }
+  return y;
+}
+
+}  // namespace
+
+Tensor Upsample2D::forward(const Tensor& x, int out_h, int out_w) const {
+  const bool doubled = out_h == 0 || (out_h == 2 * x.dim(1) && out_w == 2 * x.dim(2));
+  return conv(doubled ? ops::upsample_nearest2x(x) : resize_nearest(x, out_h, out_w));
+}
+
+// ---- Attention ----
+
+Attention::Attention(const Weights& w, int query_dim, int context_dim, int heads, bool qkv_bias)
+    : heads(heads),
+      to_q(load_linear(w["to_q"], query_dim, query_dim, qkv_bias)),
+      to_k(load_linear(w["to_k"], context_dim, query_dim, qkv_bias)),
+      to_v(load_linear(w["to_v"], context_dim, query_dim, qkv_bias)),
+      to_out(load_linear(w["to_out"][0], query_dim, query_dim)) {}
+
+Tensor Attention::forward(const Tensor& x, const Tensor* context, const Tensor* residual) const {
+  const Tensor& kv_input = context ? *context : x;
+  const Tensor q = to_q(x), k = to_k(kv_input), v = to_v(kv_input);
+  return to_out(ops::attention(q, k, v, heads, /*causal=*/false), residual);
+}
+
+// ---- BasicTransformerBlock ----
+
+BasicTransformerBlock::BasicTransformerBlock(const Weights& w, int dim, int heads, int context_dim)
+    : norm1(w["norm1"], dim),
+      norm2(w["norm2"], dim),
+      norm3(w["norm3"], dim),
+      attn1(w["attn1"], dim, dim, heads, /*qkv_bias=*/false),
+      attn2(w["attn2"], dim, context_dim, heads, /*qkv_bias=*/false),
+      ff_proj(load_linear(w["ff"]["net"][0]["proj"], dim, 8 * dim)),
+      ff_out(load_linear(w["ff"]["net"][2], 4 * dim, dim)) {}
+
+Tensor BasicTransformerBlock::forward(const Tensor& x, const Tensor& context) const {
+  constexpr float kLayerNormEps = 1e-5f;
+  Tensor h = ops::layer_norm(x, kLayerNormEps, norm1.weight.data(), norm1.bias.data());
+  Tensor out = attn1.forward(h, nullptr, &x);
+  h = ops::layer_norm(out, kLayerNormEps, norm2.weight.data(), norm2.bias.data());
+  out = attn2.forward(h, &context, &out);
+  h = ops::layer_norm(out, kLayerNormEps, norm3.weight.data(), norm3.bias.data());
+  return ff_out(ops::geglu(ff_proj(h)), &out);
+}
+
+// ---- Transformer2DModel ----
+
+Transformer2DModel::Transformer2DModel(const Weights& w, int channels, int heads, int context_dim, int layers,
+                                       int groups)
+    : groups(groups),
+      norm(w["norm"], channels),
+      proj_in(load_linear(w["proj_in"], channels, channels, true, /*from_conv1x1=*/true)),
+      proj_out(load_linear(w["proj_out"], channels, channels, true, /*from_conv1x1=*/true)) {
+  for (int i = 0; i < layers; ++i) transformer_blocks.emplace_back(w["transformer_blocks"][i], channels, heads, context_dim);
+}
+
+Tensor Transformer2DModel::forward(const Tensor& x, const Tensor& context) const {
+  constexpr float kGroupNormEps = 1e-6f;
+  const int64_t n = x.dim(0), c = x.dim(3);
+  Tensor h = ops::group_norm(x, groups, kGroupNormEps, norm.weight.data(), norm.bias.data(), /*silu=*/false);
+  h = proj_in(h).reshape({n, x.dim(1) * x.dim(2), c});  // NHWC is already [N, HW, C]
+  for (const auto& block : transformer_blocks) h = block.forward(h, context);
+  return proj_out(h.reshape(x.shape()), &x);
+}
+
+}  // namespace lcmd

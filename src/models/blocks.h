@@ -1,0 +1,87 @@
+// The building blocks diffusers shares between the UNet and the VAE, one struct per PyTorch
+// module (diffusers/models/resnet.py, attention.py, attention_processor.py, transformer_2d.py).
+// Each constructor reads its parameters from its own Weights scope, named as in diffusers.
+// Feature maps are NHWC; token sequences [N, T, C].
+#pragma once
+#include <optional>
+
+#include "models/weights.h"
+#include "ops/ops.h"
+
+namespace lcmd {
+
+// nn.GroupNorm / nn.LayerNorm parameters ("weight", "bias").
+struct Norm {
+  Norm() = default;
+  Norm(const Weights& w, int channels);
+  Tensor weight, bias;
+};
+
+// nn.Conv2d read from "weight"/"bias".
+ops::Conv2d load_conv(const Weights& w, int cin, int cout, int kernel, int stride, int padding, bool bias = true);
+// nn.Linear read from "weight"/"bias"; a 1x1 nn.Conv2d on NHWC is the same product.
+ops::Linear load_linear(const Weights& w, int in, int out, bool bias = true, bool from_conv1x1 = false);
+
+// ResnetBlock2D (resnet_time_scale_shift "default", output_scale_factor 1).
+struct ResnetBlock2D {
+  ResnetBlock2D(const Weights& w, int in_channels, int out_channels, int temb_channels, int groups, float eps);
+  // x NHWC; temb [N, temb_channels] or nullptr when temb_channels == 0.
+  Tensor forward(const Tensor& x, const Tensor* temb) const;
+
+  int groups;
+  float eps;
+  Norm norm1, norm2;
+  ops::Conv2d conv1, conv2;
+  std::optional<ops::Linear> time_emb_proj;
+  std::optional<ops::Conv2d> conv_shortcut;  // 1x1, only when in != out
+};
+
+// Downsample2D: 3x3 conv, stride 2, padding 1.
+struct Downsample2D {
+  Downsample2D(const Weights& w, int channels);
+  Tensor forward(const Tensor& x) const { return conv(x); }
+  ops::Conv2d conv;
+};
+
+// Upsample2D: nearest 2x (or to the skip connection's size), then a 3x3 conv.
+struct Upsample2D {
+  Upsample2D(const Weights& w, int channels);
+  Tensor forward(const Tensor& x, int out_h = 0, int out_w = 0) const;
+  ops::Conv2d conv;
+};
+
+// attention_processor.Attention: to_q/to_k/to_v/to_out.0, heads interleaved in channels.
+struct Attention {
+  Attention(const Weights& w, int query_dim, int context_dim, int heads, bool qkv_bias);
+  // x [N, T, query_dim]; context [N, S, context_dim] or nullptr for self-attention.
+  // residual (x's shape) is added to the output projection when given.
+  Tensor forward(const Tensor& x, const Tensor* context, const Tensor* residual) const;
+
+  int heads;
+  ops::Linear to_q, to_k, to_v, to_out;
+};
+
+// BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward, each pre-LayerNorm
+// with a residual.
+struct BasicTransformerBlock {
+  BasicTransformerBlock(const Weights& w, int dim, int heads, int context_dim);
+  Tensor forward(const Tensor& x, const Tensor& context) const;
+
+  Norm norm1, norm2, norm3;
+  Attention attn1, attn2;
+  ops::Linear ff_proj, ff_out;  // ff.net.0.proj (dim -> 8 dim, GEGLU) and ff.net.2
+};
+
+// Transformer2DModel with use_linear_projection=false: GroupNorm(eps 1e-6), 1x1 proj_in, blocks,
+// 1x1 proj_out, residual.
+struct Transformer2DModel {
+  Transformer2DModel(const Weights& w, int channels, int heads, int context_dim, int layers, int groups);
+  Tensor forward(const Tensor& x, const Tensor& context) const;
+
+  int groups;
+  Norm norm;
+  ops::Linear proj_in, proj_out;
+  std::vector<BasicTransformerBlock> transformer_blocks;
+};
+
+}  // namespace lcmd

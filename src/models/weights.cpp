@@ -1,0 +1,78 @@
+#include "models/weights.h"
+
+#include <cmath>
+#include <functional>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace lcmd {
+
+SafetensorsSource::SafetensorsSource(const std::filesystem::path& path)
+    : file_(std::make_unique<SafetensorsFile>(SafetensorsFile::open(path))) {}
+SafetensorsSource::~SafetensorsSource() = default;
+
+bool SafetensorsSource::contains(const std::string& name) const { return file_->contains(name); }
+Tensor SafetensorsSource::load(const std::string& name, const Shape& shape) const { return file_->load_f32(name, shape); }
+std::string SafetensorsSource::describe() const { return file_->path().string(); }
+
+namespace {
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+double uniform01(uint64_t& state) { return (splitmix64(state) >> 11) * 0x1.0p-53; }
+
+std::string module_name(const std::string& name) {  // "a.b.norm1.weight" -> "norm1"
+  const size_t leaf = name.rfind('.');
+  if (leaf == std::string::npos) return "";
+  const size_t start = name.rfind('.', leaf - 1);
+  return name.substr(start == std::string::npos ? 0 : start + 1, leaf - (start == std::string::npos ? 0 : start + 1));
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Tensor RandomSource::load(const std::string& name, const Shape& shape) const {
+  requested_.push_back({name, shape});
+  shapes_[name] = shape;
+  return generate(name, shape);
+}
+
+Tensor RandomSource::generate(const std::string& name, const Shape& shape) const {
+  Tensor t(shape);
+  float* v = t.data();
+  const int64_t n = t.numel();
+  uint64_t state = seed_ ^ std::hash<std::string>{}(name);
+  const std::string module = module_name(name);
+  const bool is_bias = ends_with(name, ".bias");
+  if (module.find("norm") != std::string::npos) {  // GroupNorm / LayerNorm
+    for (int64_t i = 0; i < n; ++i) v[i] = is_bias ? 0.0f : 1.0f;
+  } else if (ends_with(module, "embedding")) {  // nn.Embedding as CLIP initialises it
+    for (int64_t i = 0; i < n; i += 2) {
+      const double r = std::sqrt(-2.0 * std::log(1.0 - uniform01(state))), th = 2 * M_PI * uniform01(state);
+      v[i] = static_cast<float>(0.02 * r * std::cos(th));
+      if (i + 1 < n) v[i + 1] = static_cast<float>(0.02 * r * std::sin(th));
+    }
+  } else {  // Linear / Conv2d: weight and bias uniform in +-1/sqrt(fan_in)
+    Shape weight_shape = shape;
+    if (is_bias) {
+      auto it = shapes_.find(name.substr(0, name.size() - 4) + "weight");
+      weight_shape = it != shapes_.end() ? it->second : Shape{shape[0], 1};
+    }
+    int64_t fan_in = 1;
+    for (size_t i = 1; i < weight_shape.size(); ++i) fan_in *= weight_shape[i];
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>((2 * uniform01(state) - 1) * bound);
+  }
+  return t;
+}
+
+}  // namespace lcmd

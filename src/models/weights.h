@@ -1,0 +1,83 @@
+// Where model code gets its parameters. Loading is a walk over the module tree: each module
+// asks its own scope for its tensors by their diffusers names, so
+//   unet["down_blocks"][1]["attentions"][0]...["to_k"].tensor("weight", {C, C})
+// reads `down_blocks.1.attentions.0....to_k.weight`, checking the shape the config implies.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace lcmd {
+
+class SafetensorsFile;
+
+// A flat name -> tensor store. Implementations: a safetensors file, random PyTorch-like init.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool contains(const std::string& name) const = 0;
+  // The tensor as float32. Throws ModelError naming the file and tensor when missing or of
+  // the wrong shape.
+  virtual Tensor load(const std::string& name, const Shape& shape) const = 0;
+  virtual std::string describe() const = 0;  // e.g. the file path, for messages
+};
+
+class SafetensorsSource : public WeightSource {
+ public:
+  explicit SafetensorsSource(const std::filesystem::path& path);
+  ~SafetensorsSource() override;
+  bool contains(const std::string& name) const override;
+  Tensor load(const std::string& name, const Shape& shape) const override;
+  std::string describe() const override;
+  const SafetensorsFile& file() const { return *file_; }
+
+ private:
+  std::unique_ptr<SafetensorsFile> file_;
+};
+
+// Random parameters with PyTorch's default initialisation, so a full-size model can run and be
+// benchmarked without a download: Linear/Conv weight and bias uniform in +-1/sqrt(fan_in),
+// embeddings normal(0, 0.02), norms weight 1 bias 0. Values depend only on (seed, name), so the
+// same tensor can be regenerated later without keeping it; every request is recorded.
+class RandomSource : public WeightSource {
+ public:
+  explicit RandomSource(uint64_t seed = 0) : seed_(seed) {}
+  bool contains(const std::string& name) const override { return true; }
+  // Records the request, then generates.
+  Tensor load(const std::string& name, const Shape& shape) const override;
+  std::string describe() const override { return "random weights"; }
+  // The values load() gives for this tensor, again (a bias needs its weight loaded first: the
+  // bound comes from the weight's fan_in).
+  Tensor generate(const std::string& name, const Shape& shape) const;
+
+  struct Record { std::string name; Shape shape; };
+  // Every tensor requested so far, in request order.
+  const std::vector<Record>& requested() const { return requested_; }
+
+ private:
+  uint64_t seed_;
+  mutable std::vector<Record> requested_;
+  mutable std::map<std::string, Shape> shapes_;  // to find a bias's sibling weight (fan_in)
+};
+
+// A scope in the module tree: a source and a name prefix.
+class Weights {
+ public:
+  explicit Weights(const WeightSource& source, std::string prefix = "") : source_(&source), prefix_(std::move(prefix)) {}
+  Weights operator[](const std::string& child) const { return Weights(*source_, prefix_ + child + "."); }
+  Weights operator[](int index) const { return (*this)[std::to_string(index)]; }
+  Tensor tensor(const std::string& leaf, const Shape& shape) const { return source_->load(prefix_ + leaf, shape); }
+  bool has(const std::string& leaf) const { return source_->contains(prefix_ + leaf); }
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  const WeightSource* source_;
+  std::string prefix_;
+};
+
+}  // namespace lcmd

@@ -1,0 +1,59 @@
+// LatentConsistencyModelPipeline (diffusers/pipelines/latent_consistency_models), the six steps:
+// request -> tokens -> text embedding -> seeded latents -> LCM denoising -> VAE decode -> PNG.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "io/model_folder.h"
+#include "lcmd/engine.h"
+#include "models/clip_text.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "sched/lcm_scheduler.h"
+#include "text/tokenizer.h"
+
+namespace lcmd {
+
+// What a run produced along the way, for parity tests against diffusers (latents NCHW, as
+// torch lays them out; decoded NHWC).
+struct PipelineTrace {
+  std::vector<int32_t> input_ids;
+  Tensor prompt_embeds;
+  std::vector<float> w_embedding;
+  Tensor latents_init;
+  std::vector<int> timesteps;
+  std::vector<Tensor> model_pred, denoised, latents;
+  Tensor vae_input;
+  Tensor decoded;
+};
+
+class Txt2ImgPipeline {
+ public:
+  // The components, each from its config and a weight source (a model folder's files, or random).
+  Txt2ImgPipeline(ClipTokenizer tokenizer, const ClipTextConfig& text_config, const WeightSource& text_weights,
+                  const UNetConfig& unet_config, const WeightSource& unet_weights, const VaeConfig& vae_config,
+                  const WeightSource& vae_weights, const LcmSchedulerConfig& scheduler_config);
+
+  // Reads a diffusers folder (ModelError names what is missing or wrong).
+  static std::unique_ptr<Txt2ImgPipeline> from_folder(const ModelFolder& folder);
+
+  // Runs one request with the given seed. The request must be valid (see validate()).
+  GenerateResult run(const GenerateRequest& request, uint64_t seed, const ProgressCallback& progress = {},
+                     PipelineTrace* trace = nullptr) const;
+
+  const ClipTokenizer& tokenizer() const { return tokenizer_; }
+  const ClipTextModel& text_encoder() const { return text_encoder_; }
+  const UNet2DConditionModel& unet() const { return unet_; }
+  const VaeDecoder& vae() const { return vae_; }
+  const LcmScheduler& scheduler() const { return scheduler_; }
+
+ private:
+  ClipTokenizer tokenizer_;
+  ClipTextModel text_encoder_;
+  UNet2DConditionModel unet_;
+  VaeDecoder vae_;
+  LcmScheduler scheduler_;
+};
+
+}  // namespace lcmd

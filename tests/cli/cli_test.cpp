@@ -1,0 +1,222 @@
+// The `lcmd` program as a user runs it: golden images from the tiny model, base64 output,
+// tokenize/info, random model folders, and every bad input as a one-line error with exit 2
+// and no output file.
+#include <gtest/gtest.h>
+#include <png.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "image/base64.h"
+#include "io/safetensors.h"
+#include "models/config.h"
+#include "support/test_support.h"
+
+namespace lcmd {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Run {
+  int exit_code;
+  std::string out, err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs lcmd with the arguments; bounded by `timeout` so a hang fails instead of blocking CI.
+Run lcmd(const std::vector<std::string>& args, const fs::path& cwd) {
+  std::string cmd = "cd " + quote(cwd.string()) + " && timeout 900 " + quote(LCMD_BINARY);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " > " + quote((cwd / "stdout.txt").string()) + " 2> " + quote((cwd / "stderr.txt").string()) + " < /dev/null";
+  const int status = std::system(cmd.c_str());
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  Run r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(cwd / "stdout.txt"), slurp(cwd / "stderr.txt")};
+  fs::remove(cwd / "stdout.txt");
+  fs::remove(cwd / "stderr.txt");
+  return r;
+}
+
+std::vector<uint8_t> decode_png_rgb(const std::vector<uint8_t>& bytes, int* w, int* h) {
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size())) return {};
+  image.format = PNG_FORMAT_RGB;
+  std::vector<uint8_t> rgb(PNG_IMAGE_SIZE(image));
+  if (!png_image_finish_read(&image, nullptr, rgb.data(), 0, nullptr)) return {};
+  *w = static_cast<int>(image.width);
+  *h = static_cast<int>(image.height);
+  return rgb;
+}
+
+std::vector<uint8_t> read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+fs::path tiny_model() { return test::golden_dir() / "tiny-lcm"; }
+fs::path run_dir(const std::string& name) { return test::golden_dir() / "tiny-lcm-cases/pipeline" / name; }
+
+void expect_matches_golden_image(const std::vector<uint8_t>& png, const std::string& run) {
+  int w = 0, h = 0;
+  const std::vector<uint8_t> rgb = decode_png_rgb(png, &w, &h);
+  const test::Npy ref = test::load_npy(run_dir(run) / "image_uint8.npy");
+  ASSERT_EQ(rgb.size(), ref.u8.size()) << run;
+  int max_diff = 0;
+  double sum = 0;
+  for (size_t i = 0; i < rgb.size(); ++i) {
+    const int d = std::abs(int(rgb[i]) - int(ref.u8[i]));
+    max_diff = std::max(max_diff, d);
+    sum += d;
+  }
+  EXPECT_LE(max_diff, 2) << run;
+  EXPECT_LE(sum / rgb.size(), 0.01) << run;
+}
+
+TEST(Cli, GenerateReproducesTheGoldenImages) {
+  test::TempDir dir;
+  Run r = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "a photo of a cat", "--seed", "0", "--steps",
+                "4", "--guidance", "8", "--output", "cat.png", "--verbose"},
+               dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("seed: 0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unet step 4"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("peak RSS"), std::string::npos) << r.err;
+  expect_matches_golden_image(read_bytes(dir.path() / "cat.png"), "run05_256x256_s4_g8_seed0");
+
+  const auto index = read_json_file(test::golden_dir() / "tiny-lcm-cases/index.json");
+  const auto& run = index["pipeline"][13];  // H=256 x W=384, 2 steps, g8, seed 1234
+  r = lcmd({"generate", "--model", tiny_model().string(), "--prompt", run["prompt"].get<std::string>(), "--seed",
+            "1234", "--steps", "2", "--width", "384", "--height", "256", "--base64"},
+           dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  while (!r.out.empty() && std::isspace(static_cast<unsigned char>(r.out.back()))) r.out.pop_back();
+  expect_matches_golden_image(base64_decode(r.out), "run13_256x384_s2_g8_seed1234");
+}
+
+TEST(Cli, RandomSeedIsPrintedAndReproducible) {
+  test::TempDir dir;
+  Run a = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "x", "--steps", "1", "--output", "a.png"},
+               dir.path());
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const size_t p = a.err.find("seed: ");
+  ASSERT_NE(p, std::string::npos);
+  const std::string seed = a.err.substr(p + 6, a.err.find('\n', p) - p - 6);
+  Run b = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "x", "--steps", "1", "--seed", seed,
+                "--output", "b.png"},
+               dir.path());
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(read_bytes(dir.path() / "a.png"), read_bytes(dir.path() / "b.png"));
+}
+
+TEST(Cli, TokenizePrintsTheIds) {
+  test::TempDir dir;
+  const Run r = lcmd({"tokenize", "--model", tiny_model().string(), "--prompt", "a photo of a cat"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto ids = nlohmann::json::parse(r.out).get<std::vector<int64_t>>();
+  EXPECT_EQ(ids, test::load_npy(run_dir("run05_256x256_s4_g8_seed0") / "input_ids.npy").i64);
+}
+
+TEST(Cli, InfoShowsComponents) {
+  test::TempDir dir;
+  const Run r = lcmd({"info", "--model", tiny_model().string()}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* s : {"unet", "vae", "text_encoder", "parameters", "F32", "LCMScheduler", "block_out_channels"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+}
+
+// One line on stderr, exit code 2, nothing written.
+void expect_refused(const std::vector<std::string>& args, const std::string& must_mention) {
+  test::TempDir dir;
+  std::vector<std::string> full = args;
+  full.insert(full.end(), {"--output", "out.png"});
+  if (args[0] != "generate") full = args;
+  const Run r = lcmd(full, dir.path());
+  std::string joined;
+  for (const auto& a : args) joined += a + " ";
+  EXPECT_EQ(r.exit_code, 2) << joined << "\n" << r.err;
+  EXPECT_NE(r.err.find(must_mention), std::string::npos) << joined << "\n" << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(fs::is_empty(dir.path())) << joined << " left files behind";
+}
+
+TEST(Cli, BadFlagsAndValuesAreRefused) {
+  const std::string m = tiny_model().string();
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--width", "100"}, "width");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--height", "0"}, "height");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--width", "4096"}, "2048");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--width", "abc"}, "--width");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--steps", "0"}, "steps");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--steps", "51"}, "1..50");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--guidance", "nan"}, "--guidance");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--guidance", "inf"}, "--guidance");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--seed", "-1"}, "--seed");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--precision", "fp8"}, "precision");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--colour", "red"}, "--colour");
+  expect_refused({"generate", "--model", m}, "--prompt");
+  expect_refused({"generate", "--model", m, "--prompt", "bad \xff\xfe utf-8"}, "UTF-8");
+  expect_refused({"generate", "--model", "/nonexistent/model", "--prompt", "cat"}, "/nonexistent/model");
+  expect_refused({"frobnicate"}, "frobnicate");
+  expect_refused({"tokenize", "--model", m}, "--prompt");
+  expect_refused({"make-random-model", "--like", m, "--out", "x", "--dtype", "int4"}, "--dtype");
+}
+
+TEST(Cli, CorruptOrIncompleteModelIsRefused) {
+  test::TempDir model;
+  fs::copy(tiny_model(), model.path() / "m", fs::copy_options::recursive);
+  const fs::path unet = model.path() / "m/unet/diffusion_pytorch_model.safetensors";
+  fs::resize_file(unet, fs::file_size(unet) / 2);
+  expect_refused({"generate", "--model", (model.path() / "m").string(), "--prompt", "cat"},
+                 "diffusion_pytorch_model.safetensors");
+  fs::remove(unet);
+  expect_refused({"generate", "--model", (model.path() / "m").string(), "--prompt", "cat"}, "unet");
+  fs::remove(model.path() / "m/vae/config.json");
+  expect_refused({"info", "--model", (model.path() / "m").string()}, "config.json");
+}
+
+TEST(Cli, RandomModelFolderMatchesTheTinyLayoutAndRuns) {
+  test::TempDir dir;
+  for (const std::string dtype : {"fp32", "fp16"}) {
+    const fs::path out = dir.path() / ("random-" + dtype);
+    Run r = lcmd({"make-random-model", "--like", tiny_model().string(), "--out", out.string(), "--dtype", dtype},
+                 dir.path());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string suffix = dtype == "fp16" ? ".fp16.safetensors" : ".safetensors";
+    for (const std::string c : {"unet/diffusion_pytorch_model", "vae/diffusion_pytorch_model", "text_encoder/model"}) {
+      const SafetensorsFile ours = SafetensorsFile::open(out / (c + suffix));
+      const SafetensorsFile ref = SafetensorsFile::open(tiny_model() / (c + ".safetensors"));
+      ASSERT_EQ(ours.tensors().size(), ref.tensors().size()) << c;
+      for (const TensorInfo& t : ref.tensors()) {
+        ASSERT_TRUE(ours.contains(t.name)) << c << ": " << t.name;
+        EXPECT_EQ(ours.info(t.name).shape, t.shape) << t.name;
+        EXPECT_EQ(ours.info(t.name).dtype, dtype == "fp16" ? DType::F16 : DType::F32) << t.name;
+      }
+    }
+    r = lcmd({"generate", "--model", out.string(), "--prompt", "a cat", "--steps", "2", "--seed", "7", "--output",
+              "img.png"},
+             dir.path());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    int w = 0, h = 0;
+    EXPECT_EQ(decode_png_rgb(read_bytes(dir.path() / "img.png"), &w, &h).size(), 256u * 256 * 3);
+  }
+  // An existing non-empty output folder is never overwritten.
+  const Run r = lcmd({"make-random-model", "--like", tiny_model().string(), "--out", (dir.path() / "random-fp32").string()},
+                     dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace lcmd

@@ -1,0 +1,199 @@
+// Conv2d and Linear (oneDNN) against naive double-precision loops.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ops/ops.h"
+#include "ops_test_util.h"
+
+namespace lcmd::ops {
+namespace {
+
+using test::matches_reference;
+using test::random_tensor;
+using test::random_vector;
+
+struct ConvCase {
+  int batch, height, width, cin, cout, kernel, stride, padding;
+  bool bias, residual;
+};
+
+std::string case_name(const ConvCase& c) {
+  return std::to_string(c.batch) + "x" + std::to_string(c.height) + "x" + std::to_string(c.width) + "x" +
+         std::to_string(c.cin) + " -> " + std::to_string(c.cout) + " k" + std::to_string(c.kernel) + " s" +
+         std::to_string(c.stride) + " p" + std::to_string(c.padding) + (c.bias ? " bias" : "") +
+         (c.residual ? " residual" : "");
+}
+
+// NHWC x, PyTorch [cout, cin, k, k] weights.
+std::vector<double> conv_reference(const ConvCase& c, const Tensor& x, const std::vector<float>& w,
+                                   const float* bias, const Tensor* residual) {
+  const int oh = (c.height + 2 * c.padding - c.kernel) / c.stride + 1;
+  const int ow = (c.width + 2 * c.padding - c.kernel) / c.stride + 1;
+  std::vector<double> y(static_cast<size_t>(c.batch) * oh * ow * c.cout);
+  for (int n = 0; n < c.batch; ++n)
+    for (int oy = 0; oy < oh; ++oy)
+      for (int ox = 0; ox < ow; ++ox)
+        for (int co = 0; co < c.cout; ++co) {
+          double acc = bias ? bias[co] : 0.0;
+          for (int ky = 0; ky < c.kernel; ++ky)
+            for (int kx = 0; kx < c.kernel; ++kx) {
+              const int iy = oy * c.stride - c.padding + ky, ix = ox * c.stride - c.padding + kx;
+              if (iy < 0 || iy >= c.height || ix < 0 || ix >= c.width) continue;
+              const float* px = x.data() + ((static_cast<int64_t>(n) * c.height + iy) * c.width + ix) * c.cin;
+              for (int ci = 0; ci < c.cin; ++ci)
+                acc += static_cast<double>(px[ci]) * w[((static_cast<size_t>(co) * c.cin + ci) * c.kernel + ky) * c.kernel + kx];
+            }
+          const size_t i = ((static_cast<size_t>(n) * oh + oy) * ow + ox) * c.cout + co;
+          y[i] = acc + (residual ? residual->data()[i] : 0.0);
+        }
+  return y;
+}
+
+class ConvAgainstReference : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(ConvAgainstReference, MatchesDoubleLoops) {
+  const ConvCase c = GetParam();
+  SCOPED_TRACE(case_name(c));
+  const Tensor x = random_tensor({c.batch, c.height, c.width, c.cin}, 1);
+  const std::vector<float> w = random_vector(static_cast<size_t>(c.cout) * c.cin * c.kernel * c.kernel, 2);
+  const std::vector<float> b = random_vector(c.cout, 3);
+  const Conv2d conv(w.data(), c.bias ? b.data() : nullptr, c.cin, c.cout, c.kernel, c.stride, c.padding);
+  EXPECT_EQ(conv.in_channels(), c.cin);
+  EXPECT_EQ(conv.out_channels(), c.cout);
+  const int oh = (c.height + 2 * c.padding - c.kernel) / c.stride + 1;
+  const int ow = (c.width + 2 * c.padding - c.kernel) / c.stride + 1;
+  const Tensor residual = random_tensor({c.batch, oh, ow, c.cout}, 4);
+  const Tensor* res = c.residual ? &residual : nullptr;
+  const Tensor y = conv(x, res);
+  ASSERT_EQ(y.shape(), (Shape{c.batch, oh, ow, c.cout}));
+  const auto ref = conv_reference(c, x, w, c.bias ? b.data() : nullptr, res);
+  EXPECT_TRUE(matches_reference(y, ref, 1e-6, 3e-6));
+  // A second call reuses the cached primitive and must give the same result.
+  const Tensor again = conv(x, res);
+  EXPECT_EQ(0, std::memcmp(again.data(), y.data(), sizeof(float) * y.numel()));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ConvAgainstReference,
+    ::testing::Values(ConvCase{1, 8, 8, 32, 32, 3, 1, 1, true, false},     // UNet-style 3x3
+                      ConvCase{2, 9, 7, 5, 7, 3, 1, 1, true, false},       // odd sizes, batch 2
+                      ConvCase{2, 9, 7, 5, 7, 3, 1, 1, true, true},        // + residual (sum post-op)
+                      ConvCase{1, 12, 12, 4, 32, 3, 1, 1, true, false},    // conv_in: 4 channels
+                      ConvCase{1, 12, 10, 32, 3, 3, 1, 1, true, false},    // conv_out: 3 channels
+                      ConvCase{1, 6, 6, 3, 4, 3, 1, 1, false, false},      // tiny, no bias
+                      ConvCase{2, 9, 9, 16, 16, 3, 2, 1, true, false},     // Downsample2D: 3x3 s2 p1, odd
+                      ConvCase{1, 8, 8, 16, 24, 3, 2, 1, true, true},      // s2 + residual
+                      ConvCase{2, 5, 7, 24, 40, 1, 1, 0, true, false},     // 1x1 (matmul path)
+                      ConvCase{1, 4, 4, 40, 24, 1, 1, 0, false, true},     // 1x1 + residual, no bias
+                      ConvCase{1, 16, 16, 64, 64, 3, 1, 1, true, true}));  // several channel blocks
+
+TEST(Conv2d, NewInputShapesReuseTheLayer) {
+  const ConvCase small{1, 4, 4, 16, 16, 3, 1, 1, true, false}, large{2, 20, 18, 16, 16, 3, 1, 1, true, false};
+  const std::vector<float> w = random_vector(16 * 16 * 9, 5), b = random_vector(16, 6);
+  const Conv2d conv(w.data(), b.data(), 16, 16, 3, 1, 1);
+  for (const ConvCase& c : {small, large, small}) {
+    SCOPED_TRACE(case_name(c));
+    const Tensor x = random_tensor({c.batch, c.height, c.width, c.cin}, 7);
+    EXPECT_TRUE(matches_reference(conv(x), conv_reference(c, x, w, b.data(), nullptr), 1e-6, 3e-6));
+  }
+}
+
+TEST(Conv2d, WeightsAreCopiedAtConstruction) {
+  std::vector<float> w = random_vector(8 * 4 * 9, 8);
+  const std::vector<float> original = w;
+  const Conv2d conv(w.data(), nullptr, 4, 8, 3, 1, 1);
+  std::fill(w.begin(), w.end(), 0.f);  // the caller's buffer may go away after construction
+  const ConvCase c{1, 5, 5, 4, 8, 3, 1, 1, false, false};
+  const Tensor x = random_tensor({1, 5, 5, 4}, 9);
+  EXPECT_TRUE(matches_reference(conv(x), conv_reference(c, x, original, nullptr, nullptr), 1e-6, 3e-6));
+}
+
+TEST(Conv2d, WrongChannelCountThrowsNamingTheShapes) {
+  const std::vector<float> w = random_vector(3 * 4 * 9, 10);
+  const Conv2d conv(w.data(), nullptr, 4, 3, 3, 1, 1);
+  try {
+    conv(Tensor::zeros({1, 8, 8, 5}));
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("[1, 8, 8, 5]"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[N, H, W, 4]"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(conv(Tensor::zeros({8, 8, 4})), std::invalid_argument);                    // not 4-D
+  const Tensor wrong_residual = Tensor::zeros({1, 8, 8, 4});  // output has 3 channels
+  EXPECT_THROW(conv(Tensor::zeros({1, 8, 8, 4}), &wrong_residual), std::invalid_argument);
+  EXPECT_THROW(Conv2d(w.data(), nullptr, 4, 3, 0, 1, 1), std::invalid_argument);        // kernel 0
+  EXPECT_THROW(Conv2d().operator()(Tensor::zeros({1, 8, 8, 4})), std::logic_error);      // no weights
+}
+
+TEST(Conv2d, InputSmallerThanKernelThrows) {
+  const std::vector<float> w = random_vector(2 * 2 * 9, 11);
+  const Conv2d conv(w.data(), nullptr, 2, 2, 3, 1, 0);
+  EXPECT_THROW(conv(Tensor::zeros({1, 2, 2, 2})), std::invalid_argument);
+}
+
+std::vector<double> linear_reference(const Tensor& x, const std::vector<float>& w, const float* bias, int out,
+                                     const Tensor* residual) {
+  const int64_t in = x.dim(-1), rows = x.numel() / in;
+  std::vector<double> y(static_cast<size_t>(rows) * out);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int o = 0; o < out; ++o) {
+      double acc = bias ? bias[o] : 0.0;
+      for (int64_t i = 0; i < in; ++i) acc += static_cast<double>(x.data()[r * in + i]) * w[o * in + i];
+      y[r * out + o] = acc + (residual ? residual->data()[r * out + o] : 0.0);
+    }
+  return y;
+}
+
+TEST(Linear, ThreeDimensionalInputMatchesReference) {
+  const int in = 48, out = 40;
+  const std::vector<float> w = random_vector(out * in, 20), b = random_vector(out, 21);
+  const Linear linear(w.data(), b.data(), in, out);
+  EXPECT_EQ(linear.in_features(), in);
+  EXPECT_EQ(linear.out_features(), out);
+  for (int64_t tokens : {77, 1, 130, 5}) {  // row count changes per call
+    SCOPED_TRACE(tokens);
+    const Tensor x = random_tensor({2, tokens, in}, 22);
+    const Tensor y = linear(x);
+    ASSERT_EQ(y.shape(), (Shape{2, tokens, out}));
+    EXPECT_TRUE(matches_reference(y, linear_reference(x, w, b.data(), out, nullptr), 1e-6, 3e-6));
+  }
+}
+
+TEST(Linear, ResidualAndNoBias) {
+  const int in = 33, out = 17;
+  const std::vector<float> w = random_vector(out * in, 23);
+  const Linear linear(w.data(), nullptr, in, out);
+  const Tensor x = random_tensor({3, 7, in}, 24), residual = random_tensor({3, 7, out}, 25);
+  EXPECT_TRUE(matches_reference(linear(x, &residual), linear_reference(x, w, nullptr, out, &residual), 1e-6, 3e-6));
+  EXPECT_TRUE(matches_reference(linear(x), linear_reference(x, w, nullptr, out, nullptr), 1e-6, 3e-6));
+}
+
+TEST(Linear, SingleRowAndLargeLayer) {
+  const int in = 320, out = 1280;  // the time-embedding shape: one row
+  const std::vector<float> w = random_vector(static_cast<size_t>(out) * in, 26), b = random_vector(out, 27);
+  const Linear linear(w.data(), b.data(), in, out);
+  for (int64_t rows : {1, 2, 300}) {
+    SCOPED_TRACE(rows);
+    const Tensor x = random_tensor({rows, in}, 28);
+    EXPECT_TRUE(matches_reference(linear(x), linear_reference(x, w, b.data(), out, nullptr), 1e-6, 3e-6));
+  }
+}
+
+TEST(Linear, BadInputsThrow) {
+  const std::vector<float> w = random_vector(6, 29);
+  const Linear linear(w.data(), nullptr, 3, 2);
+  EXPECT_THROW(linear(Tensor::zeros({4, 2})), std::invalid_argument);
+  const Tensor wrong_residual = Tensor::zeros({4, 3});
+  EXPECT_THROW(linear(Tensor::zeros({4, 3}), &wrong_residual), std::invalid_argument);
+  EXPECT_THROW(Linear(w.data(), nullptr, 0, 2), std::invalid_argument);
+  EXPECT_THROW(Linear().operator()(Tensor::zeros({1, 3})), std::logic_error);
+}
+
+}  // namespace
+}  // namespace lcmd::ops
