@@ -6,9 +6,12 @@
 // output row by its exp sum. Each thread runs whole tasks; the matmuls inside a parallel
 // region run single-threaded on that thread (oneDNN does not nest OpenMP teams).
 //
-// K^T and V are repacked once per (batch, head) into the blocked layout the matmul kernel
-// reads (instead of every task re-packing them), and the head's columns are read from the
+// Each thread repacks K^T and V of the head it works on into the blocked layout the matmul
+// kernel reads, once per head (not per task), and the head's columns are read from the
 // interleaved [B, S, H*d] tensors through row strides, so q and the output are not copied.
+// The whole call is one parallel region without barriers: on a loaded machine every
+// additional fork/join can wait a scheduler time slice for a preempted thread.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -152,31 +155,22 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, b
   const auto prims = block_primitives({block_rows, keys, head_dim, channels});
   const auto& engine = detail::cpu_engine();
 
-  // Pack K^T and V of every (batch, head).
-  const int64_t heads_total = batch * heads;
   const size_t k_bytes = prims->scores_pd.weights_desc().get_size(), v_bytes = prims->mix_pd.weights_desc().get_size();
-  AlignedFloats packed_k(heads_total * k_bytes / sizeof(float) + 1), packed_v(heads_total * v_bytes / sizeof(float) + 1);
-  auto packed = [&](const AlignedFloats& store, size_t bytes, int64_t bh) {
-    return reinterpret_cast<char*>(store.get()) + bh * bytes;
-  };
   auto head_offset = [&](int64_t bh) { return (bh / heads) * keys * channels + (bh % heads) * head_dim; };
-  for (int64_t bh = 0; bh < heads_total; ++bh) {
-    detail::run_primitive(prims->pack_k, prims->pack_k_pd,
-                          {{DNNL_ARG_FROM, detail::wrap_memory(prims->pack_k_pd.src_desc(), k.data() + head_offset(bh))},
-                           {DNNL_ARG_TO, memory(prims->pack_k_pd.dst_desc(), engine, packed(packed_k, k_bytes, bh))}});
-    detail::run_primitive(prims->pack_v, prims->pack_v_pd,
-                          {{DNNL_ARG_FROM, detail::wrap_memory(prims->pack_v_pd.src_desc(), v.data() + head_offset(bh))},
-                           {DNNL_ARG_TO, memory(prims->pack_v_pd.dst_desc(), engine, packed(packed_v, v_bytes, bh))}});
-  }
 
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-  const int64_t tasks = heads_total * blocks;
+  const int64_t tasks = batch * heads * blocks;
   const int team = static_cast<int>(std::min<int64_t>(threads, tasks));
   std::exception_ptr failure;
 #pragma omp parallel num_threads(team)
   {
     try {
       AlignedFloats scores(block_rows * keys);
+      // This thread's copy of K^T and V of the head it is working on, packed on first use.
+      AlignedFloats packed_k(k_bytes / sizeof(float) + 1), packed_v(v_bytes / sizeof(float) + 1);
+      const memory k_weights(prims->scores_pd.weights_desc(), engine, packed_k.get());
+      const memory v_weights(prims->mix_pd.weights_desc(), engine, packed_v.get());
+      int64_t packed_head = -1;
       // A last, partial block is computed on copies padded to block_rows rows, so one
       // primitive serves every block.
       std::unique_ptr<AlignedFloats> q_pad, out_pad;
@@ -186,6 +180,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, b
       const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
       for (int64_t task = tasks * t / nt; task < tasks * (t + 1) / nt; ++task) {
         const int64_t bh = task / blocks, b = bh / heads, h = bh % heads;
+        if (bh != packed_head) {
+          detail::run_primitive(prims->pack_k, prims->pack_k_pd,
+                                {{DNNL_ARG_FROM, detail::wrap_memory(prims->pack_k_pd.src_desc(), k.data() + head_offset(bh))},
+                                 {DNNL_ARG_TO, k_weights}});
+          detail::run_primitive(prims->pack_v, prims->pack_v_pd,
+                                {{DNNL_ARG_FROM, detail::wrap_memory(prims->pack_v_pd.src_desc(), v.data() + head_offset(bh))},
+                                 {DNNL_ARG_TO, v_weights}});
+          packed_head = bh;
+        }
         const int64_t row0 = (task % blocks) * block_rows, rows = std::min(block_rows, queries - row0);
         const float* q_block = q.data() + (b * queries + row0) * channels + h * head_dim;
         float* out_block = out.data() + (b * queries + row0) * channels + h * head_dim;
@@ -203,7 +206,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, b
         }
         detail::run_primitive(prims->scores, prims->scores_pd,
                               {{DNNL_ARG_SRC, detail::wrap_memory(prims->scores_pd.src_desc(), q_block)},
-                               {DNNL_ARG_WEIGHTS, memory(prims->scores_pd.weights_desc(), engine, packed(packed_k, k_bytes, bh))},
+                               {DNNL_ARG_WEIGHTS, k_weights},
                                {DNNL_ARG_DST, memory(prims->scores_pd.dst_desc(), engine, scores.get())}});
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t valid = causal ? std::min(keys, row0 + r + 1) : keys;
@@ -211,7 +214,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, b
         }
         detail::run_primitive(prims->mix, prims->mix_pd,
                               {{DNNL_ARG_SRC, memory(prims->mix_pd.src_desc(), engine, scores.get())},
-                               {DNNL_ARG_WEIGHTS, memory(prims->mix_pd.weights_desc(), engine, packed(packed_v, v_bytes, bh))},
+                               {DNNL_ARG_WEIGHTS, v_weights},
                                {DNNL_ARG_DST, memory(prims->mix_pd.dst_desc(), engine, out_target)}});
         for (int64_t r = 0; r < rows; ++r) scale_row(out_target + r * channels, head_dim, inv_sum[r]);
         if (out_target != out_block)

@@ -2,6 +2,7 @@
 // input shape gets its own primitive, cached. A 1x1 stride-1 convolution over NHWC is a
 // matrix product over pixels, so it runs as a Linear (brgemm matmul keeps one packed layout
 // for every pixel count, while brgconv_1x1 changes layout with the spatial size).
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -77,15 +78,19 @@ struct Conv2d::Impl {
   memory::desc any_weights() const { return memory::desc({cout, cin, kernel, kernel}, dt::f32, tag::any); }
 
   std::shared_ptr<const ConvPlan> create_plan(const PlanKey& key) const {
-    auto pd = make_pd(key, weights.get_desc());
+    std::optional<dnnl::convolution_forward::primitive_desc> pd;
+    try {
+      pd = make_pd(key, weights.get_desc());
+    } catch (const dnnl::error&) {  // no implementation at all takes the packed layout here
+    }
     memory plan_weights = weights;
-    if (detail::is_reference_impl(pd)) {
+    if (!pd || detail::is_reference_impl(*pd)) {
       // No fast kernel takes the packed layout at this shape: give this plan its own copy in
       // the layout it prefers rather than running the naive loops.
       pd = make_pd(key, any_weights());
-      plan_weights = detail::relayout(weights, pd.weights_desc());
+      plan_weights = detail::relayout(weights, pd->weights_desc());
     }
-    return std::make_shared<const ConvPlan>(ConvPlan{pd, dnnl::convolution_forward(pd), plan_weights});
+    return std::make_shared<const ConvPlan>(ConvPlan{*pd, dnnl::convolution_forward(*pd), plan_weights});
   }
 
   std::shared_ptr<const ConvPlan> plan(const PlanKey& key) {

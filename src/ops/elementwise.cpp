@@ -1,5 +1,6 @@
 // Activations, GEGLU, nearest upsampling, additions and channel concatenation: memory-bound
 // loops split over the threads, with the math of vec_math_impl.h so they vectorise.
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>

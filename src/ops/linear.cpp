@@ -3,6 +3,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -59,15 +60,19 @@ struct Linear::Impl {
   }
 
   std::shared_ptr<const MatmulPlan> create_plan(int64_t rows, bool residual) const {
-    auto pd = make_pd(rows, residual, weights.get_desc());
+    std::optional<dnnl::matmul::primitive_desc> pd;
+    try {
+      pd = make_pd(rows, residual, weights.get_desc());
+    } catch (const dnnl::error&) {  // no implementation at all takes the packed layout here
+    }
     memory plan_weights = weights;
-    if (detail::is_reference_impl(pd)) {
+    if (!pd || detail::is_reference_impl(*pd)) {
       // No fast kernel takes the packed layout at this row count: give this plan its own copy
       // in the layout it prefers rather than running the naive loops.
       pd = make_pd(rows, residual, memory::desc({in, out}, dt::f32, tag::any));
-      plan_weights = detail::relayout(weights, pd.weights_desc());
+      plan_weights = detail::relayout(weights, pd->weights_desc());
     }
-    return std::make_shared<const MatmulPlan>(MatmulPlan{pd, dnnl::matmul(pd), plan_weights});
+    return std::make_shared<const MatmulPlan>(MatmulPlan{*pd, dnnl::matmul(*pd), plan_weights});
   }
 
   std::shared_ptr<const MatmulPlan> plan(int64_t rows, bool residual) {

@@ -2,6 +2,7 @@
 // each group's values taken relative to one of its own elements, so E[x^2] - E[x]^2 does not
 // cancel even when the mean is far from zero; the result is within about 1 ulp of float of
 // the exactly normalised value.
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>

@@ -65,14 +65,16 @@ class Linear {
 
 // GroupNorm over channels-last x: [N, ..., C] (statistics per sample and group over all
 // positions), affine gamma/beta [C]. silu=true applies x*sigmoid(x) after the affine.
+// Statistics are accumulated in double; a null gamma/beta means 1/0.
 Tensor group_norm(const Tensor& x, int groups, float eps, const float* gamma, const float* beta, bool silu);
 
-// LayerNorm over the last dimension, affine gamma/beta [C].
+// LayerNorm over the last dimension, affine gamma/beta [C] (null means 1/0).
 Tensor layer_norm(const Tensor& x, float eps, const float* gamma, const float* beta);
 
 // softmax(q k^T / sqrt(d)) v per head. Heads are interleaved in the channel dimension as
 // PyTorch lays them out: q [B, Sq, H*d], k and v [B, Sk, H*d] -> [B, Sq, H*d].
 // causal: position i attends to j <= i only (CLIP's text encoder).
+// Queries are processed in blocks, so the full [H, Sq, Sk] score matrix never exists.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
 
 // In-place activations.

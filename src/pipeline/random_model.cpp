@@ -2,6 +2,8 @@
 
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"

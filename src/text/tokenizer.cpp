@@ -34,8 +34,10 @@ constexpr std::u32string_view kRegexSpecialTokens[] = {U"<|startoftext|>", U"<|e
 constexpr std::u32string_view kContractions[] = {U"'s", U"'t", U"'re", U"'ve", U"'m", U"'ll", U"'d"};
 
 std::string read_file(const fs::path& path, std::string_view what) {
+  const std::string where = "tokenizer " + std::string(what) + " " + path.string();
+  if (!fs::exists(path)) throw ModelError(where + ": file not found");
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ModelError("tokenizer " + std::string(what) + " " + path.string() + ": cannot open file");
+  if (!in) throw ModelError(where + ": cannot open file");
   std::ostringstream contents;
   contents << in.rdbuf();
   return contents.str();
@@ -112,6 +114,20 @@ int read_model_max_length(const nlohmann::json& config, const fs::path& file) {
                      " is not an integer in [" + std::to_string(kMinModelMaxLength) + ", " +
                      std::to_string(kMaxModelMaxLength) + "]");
   return static_cast<int>(value.get<int64_t>());
+}
+
+// tokenizer_config.json, then special_tokens_map.json, which HF lets override the former.
+TokenConfig read_token_config(const fs::path& dir) {
+  TokenConfig config;
+  const fs::path config_path = dir / "tokenizer_config.json";
+  if (fs::exists(config_path)) {
+    const nlohmann::json json = read_json(config_path, "config");
+    apply_token_names(json, config_path, config);
+    config.max_length = read_model_max_length(json, config_path);
+  }
+  const fs::path map_path = dir / "special_tokens_map.json";
+  if (fs::exists(map_path)) apply_token_names(read_json(map_path, "special tokens map"), map_path, config);
+  return config;
 }
 
 // Python's re.sub(r"\s+", " ", text).strip()
@@ -198,7 +214,7 @@ class VocabReader : public nlohmann::json_sax<nlohmann::json> {
   bool add(int64_t id) {
     if (depth_ != 1) return top_level_not_object();
     if (id < 0 || id > std::numeric_limits<int32_t>::max()) return reject(std::to_string(id));
-    vocab_.emplace(std::move(key_), static_cast<int32_t>(id));
+    vocab_.insert_or_assign(std::move(key_), static_cast<int32_t>(id));  // json.load: a repeated key's last id
     return true;
   }
   bool reject(const std::string& value) {
@@ -224,47 +240,41 @@ uint64_t pair_key(int32_t left, int32_t right) {
 }  // namespace
 
 ClipTokenizer ClipTokenizer::from_dir(const fs::path& dir) {
+  if (!fs::is_directory(dir)) throw ModelError("tokenizer folder " + dir.string() + " does not exist");
   ClipTokenizer tok;
   tok.load_vocab(dir / "vocab.json");
-
-  TokenConfig config;
-  const fs::path config_path = dir / "tokenizer_config.json";
-  if (fs::exists(config_path)) {
-    const nlohmann::json json = read_json(config_path, "config");
-    apply_token_names(json, config_path, config);
-    config.max_length = read_model_max_length(json, config_path);
-  }
-  // HF lets special_tokens_map.json override the names in tokenizer_config.json.
-  const fs::path map_path = dir / "special_tokens_map.json";
-  if (fs::exists(map_path)) apply_token_names(read_json(map_path, "special tokens map"), map_path, config);
+  const TokenConfig config = read_token_config(dir);
   tok.max_length_ = config.max_length;
+  tok.intern_byte_symbols();
+  tok.load_merges(dir / "merges.txt");
+  tok.bos_id_ = tok.add_special_token("bos_token", config.bos, dir);
+  tok.eos_id_ = tok.add_special_token("eos_token", config.eos, dir);
+  tok.pad_id_ = tok.add_special_token("pad_token", config.pad, dir);
+  tok.unk_id_ = tok.add_special_token("unk_token", config.unk, dir);
+  return tok;
+}
 
+void ClipTokenizer::intern_byte_symbols() {
   for (int b = 0; b < 256; ++b) {
     const std::string symbol = byte_symbol_text(static_cast<uint8_t>(b));
-    tok.byte_symbol_[b] = tok.intern_symbol(symbol);
-    tok.final_byte_symbol_[b] = tok.intern_symbol(symbol + std::string(kEndOfWord));
+    byte_symbol_[b] = intern_symbol(symbol);
+    final_byte_symbol_[b] = intern_symbol(symbol + std::string(kEndOfWord));
   }
-  tok.load_merges(dir / "merges.txt");
+}
 
-  const std::pair<const char*, const std::optional<std::string>*> roles[] = {
-      {"bos_token", &config.bos}, {"eos_token", &config.eos}, {"pad_token", &config.pad}, {"unk_token", &config.unk}};
-  int32_t* ids[] = {&tok.bos_id_, &tok.eos_id_, &tok.pad_id_, &tok.unk_id_};
-  for (size_t r = 0; r < 4; ++r) {
-    const auto& name = *roles[r].second;
-    if (!name) throw ModelError("tokenizer " + dir.string() + ": no " + roles[r].first + " is configured");
-    auto it = tok.vocab_.find(*name);
-    if (it == tok.vocab_.end())
-      throw ModelError("tokenizer " + dir.string() + ": " + roles[r].first + " \"" + *name +
-                       "\" is not in vocab.json");
-    *ids[r] = it->second;
-    const auto literal = text::decode_utf8(*name);
-    if (!literal || literal->empty())
-      throw ModelError("tokenizer " + dir.string() + ": " + roles[r].first + " must be non-empty UTF-8");
-    auto same = [&](const SpecialLiteral& s) { return s.text == *literal; };
-    if (std::none_of(tok.special_literals_.begin(), tok.special_literals_.end(), same))
-      tok.special_literals_.push_back({*literal, it->second});
-  }
-  return tok;
+int32_t ClipTokenizer::add_special_token(const char* role, const std::optional<std::string>& name,
+                                         const fs::path& dir) {
+  if (!name) throw ModelError("tokenizer " + dir.string() + ": no " + role + " is configured");
+  auto it = vocab_.find(*name);
+  if (it == vocab_.end())
+    throw ModelError("tokenizer " + dir.string() + ": " + role + " \"" + *name + "\" is not in vocab.json");
+  const auto literal = text::decode_utf8(*name);
+  if (!literal || literal->empty())
+    throw ModelError("tokenizer " + dir.string() + ": " + role + " must be non-empty UTF-8");
+  auto same = [&](const SpecialLiteral& s) { return s.text == *literal; };
+  if (std::none_of(special_literals_.begin(), special_literals_.end(), same))
+    special_literals_.push_back({*literal, it->second});
+  return it->second;
 }
 
 void ClipTokenizer::load_vocab(const fs::path& path) {
@@ -273,7 +283,8 @@ void ClipTokenizer::load_vocab(const fs::path& path) {
   VocabReader reader(vocab_);
   const bool ok = nlohmann::json::sax_parse(contents, &reader);
   if (!ok || vocab_.empty()) {
-    const std::string problem = reader.error().empty() ? "expected a non-empty JSON object of token -> id" : reader.error();
+    const std::string problem =
+        reader.error().empty() ? "expected a non-empty JSON object of token -> id" : reader.error();
     throw ModelError("tokenizer vocabulary " + path.string() + ": " + problem);
   }
 }
@@ -334,7 +345,8 @@ std::vector<int32_t> ClipTokenizer::encode(std::string_view utf8_text) const {
 std::vector<int32_t> ClipTokenizer::tokenize(std::string_view utf8_text) const {
   size_t bad_offset = 0;
   const auto decoded = text::decode_utf8(utf8_text, &bad_offset);
-  if (!decoded) throw InputError("prompt is not valid UTF-8 (bad byte sequence at byte " + std::to_string(bad_offset) + ")");
+  if (!decoded)
+    throw InputError("prompt is not valid UTF-8 (bad byte sequence at byte " + std::to_string(bad_offset) + ")");
 
   // Like HF, special-token literals are split out before the text is cleaned (exact match).
   const std::u32string& input = *decoded;
@@ -343,7 +355,8 @@ std::vector<int32_t> ClipTokenizer::tokenize(std::string_view utf8_text) const {
   while (i < input.size()) {
     const SpecialLiteral* best = nullptr;
     for (const auto& special : special_literals_)
-      if (input.compare(i, special.text.size(), special.text) == 0 && (!best || special.text.size() > best->text.size()))
+      if (input.compare(i, special.text.size(), special.text) == 0 &&
+          (!best || special.text.size() > best->text.size()))
         best = &special;
     if (!best) {
       ++i;

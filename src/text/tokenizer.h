@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -54,6 +55,10 @@ class ClipTokenizer {
 
   void load_vocab(const std::filesystem::path& path);
   void load_merges(const std::filesystem::path& path);
+  void intern_byte_symbols();
+  // The id of a configured special token; it is also split out of prompts before cleaning.
+  int32_t add_special_token(const char* role, const std::optional<std::string>& name,
+                            const std::filesystem::path& dir);
   int32_t intern_symbol(const std::string& text);
 
   void tokenize_chunk(std::u32string_view chunk, std::vector<int32_t>& ids) const;

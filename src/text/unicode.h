@@ -30,7 +30,8 @@ bool is_word_char(char32_t c);
 // Python's str.lower(): full lowercase mapping (U+0130 becomes "i\u0307") and the Final_Sigma
 // rule for U+03A3.
 std::u32string python_lower(std::u32string_view text);
-// Python's str.upper() of one character (full mapping, e.g. U+00DF becomes "SS").
+// Python's str.upper() of one character, for the letters HTML entities name: the simple
+// mapping, and U+00DF to "SS" (the only full-mapping expansion among them).
 std::u32string python_upper(char32_t c);
 
 // Unicode normalization forms C and KC.

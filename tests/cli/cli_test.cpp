@@ -20,7 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Run {
+struct CliRun {
   int exit_code;
   std::string out, err;
 };
@@ -32,7 +32,7 @@ std::string quote(const std::string& s) {
 }
 
 // Runs lcmd with the arguments; bounded by `timeout` so a hang fails instead of blocking CI.
-Run lcmd(const std::vector<std::string>& args, const fs::path& cwd) {
+CliRun lcmd(const std::vector<std::string>& args, const fs::path& cwd) {
   std::string cmd = "cd " + quote(cwd.string()) + " && timeout 900 " + quote(LCMD_BINARY);
   for (const auto& a : args) cmd += " " + quote(a);
   cmd += " > " + quote((cwd / "stdout.txt").string()) + " 2> " + quote((cwd / "stderr.txt").string()) + " < /dev/null";
@@ -43,7 +43,7 @@ Run lcmd(const std::vector<std::string>& args, const fs::path& cwd) {
     ss << in.rdbuf();
     return ss.str();
   };
-  Run r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(cwd / "stdout.txt"), slurp(cwd / "stderr.txt")};
+  CliRun r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(cwd / "stdout.txt"), slurp(cwd / "stderr.txt")};
   fs::remove(cwd / "stdout.txt");
   fs::remove(cwd / "stderr.txt");
   return r;
@@ -87,7 +87,7 @@ void expect_matches_golden_image(const std::vector<uint8_t>& png, const std::str
 
 TEST(Cli, GenerateReproducesTheGoldenImages) {
   test::TempDir dir;
-  Run r = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "a photo of a cat", "--seed", "0", "--steps",
+  CliRun r = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "a photo of a cat", "--seed", "0", "--steps",
                 "4", "--guidance", "8", "--output", "cat.png", "--verbose"},
                dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -108,13 +108,13 @@ TEST(Cli, GenerateReproducesTheGoldenImages) {
 
 TEST(Cli, RandomSeedIsPrintedAndReproducible) {
   test::TempDir dir;
-  Run a = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "x", "--steps", "1", "--output", "a.png"},
+  CliRun a = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "x", "--steps", "1", "--output", "a.png"},
                dir.path());
   ASSERT_EQ(a.exit_code, 0) << a.err;
   const size_t p = a.err.find("seed: ");
   ASSERT_NE(p, std::string::npos);
   const std::string seed = a.err.substr(p + 6, a.err.find('\n', p) - p - 6);
-  Run b = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "x", "--steps", "1", "--seed", seed,
+  CliRun b = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "x", "--steps", "1", "--seed", seed,
                 "--output", "b.png"},
                dir.path());
   ASSERT_EQ(b.exit_code, 0) << b.err;
@@ -123,7 +123,7 @@ TEST(Cli, RandomSeedIsPrintedAndReproducible) {
 
 TEST(Cli, TokenizePrintsTheIds) {
   test::TempDir dir;
-  const Run r = lcmd({"tokenize", "--model", tiny_model().string(), "--prompt", "a photo of a cat"}, dir.path());
+  const CliRun r = lcmd({"tokenize", "--model", tiny_model().string(), "--prompt", "a photo of a cat"}, dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto ids = nlohmann::json::parse(r.out).get<std::vector<int64_t>>();
   EXPECT_EQ(ids, test::load_npy(run_dir("run05_256x256_s4_g8_seed0") / "input_ids.npy").i64);
@@ -131,7 +131,7 @@ TEST(Cli, TokenizePrintsTheIds) {
 
 TEST(Cli, InfoShowsComponents) {
   test::TempDir dir;
-  const Run r = lcmd({"info", "--model", tiny_model().string()}, dir.path());
+  const CliRun r = lcmd({"info", "--model", tiny_model().string()}, dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* s : {"unet", "vae", "text_encoder", "parameters", "F32", "LCMScheduler", "block_out_channels"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
@@ -143,7 +143,7 @@ void expect_refused(const std::vector<std::string>& args, const std::string& mus
   std::vector<std::string> full = args;
   full.insert(full.end(), {"--output", "out.png"});
   if (args[0] != "generate") full = args;
-  const Run r = lcmd(full, dir.path());
+  const CliRun r = lcmd(full, dir.path());
   std::string joined;
   for (const auto& a : args) joined += a + " ";
   EXPECT_EQ(r.exit_code, 2) << joined << "\n" << r.err;
@@ -182,15 +182,16 @@ TEST(Cli, CorruptOrIncompleteModelIsRefused) {
                  "diffusion_pytorch_model.safetensors");
   fs::remove(unet);
   expect_refused({"generate", "--model", (model.path() / "m").string(), "--prompt", "cat"}, "unet");
-  fs::remove(model.path() / "m/vae/config.json");
-  expect_refused({"info", "--model", (model.path() / "m").string()}, "config.json");
+  fs::copy(tiny_model(), model.path() / "m2", fs::copy_options::recursive);
+  fs::remove(model.path() / "m2/vae/config.json");
+  expect_refused({"info", "--model", (model.path() / "m2").string()}, "vae/config.json");
 }
 
 TEST(Cli, RandomModelFolderMatchesTheTinyLayoutAndRuns) {
   test::TempDir dir;
   for (const std::string dtype : {"fp32", "fp16"}) {
     const fs::path out = dir.path() / ("random-" + dtype);
-    Run r = lcmd({"make-random-model", "--like", tiny_model().string(), "--out", out.string(), "--dtype", dtype},
+    CliRun r = lcmd({"make-random-model", "--like", tiny_model().string(), "--out", out.string(), "--dtype", dtype},
                  dir.path());
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const std::string suffix = dtype == "fp16" ? ".fp16.safetensors" : ".safetensors";
@@ -212,7 +213,7 @@ TEST(Cli, RandomModelFolderMatchesTheTinyLayoutAndRuns) {
     EXPECT_EQ(decode_png_rgb(read_bytes(dir.path() / "img.png"), &w, &h).size(), 256u * 256 * 3);
   }
   // An existing non-empty output folder is never overwritten.
-  const Run r = lcmd({"make-random-model", "--like", tiny_model().string(), "--out", (dir.path() / "random-fp32").string()},
+  const CliRun r = lcmd({"make-random-model", "--like", tiny_model().string(), "--out", (dir.path() / "random-fp32").string()},
                      dir.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;

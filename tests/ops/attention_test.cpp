@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -56,6 +57,8 @@ std::string case_name(const AttentionCase& c) {
          std::to_string(c.heads) + " d" + std::to_string(c.head_dim) + (c.causal ? " causal" : "");
 }
 
+void PrintTo(const AttentionCase& c, std::ostream* os) { *os << case_name(c); }
+
 class AttentionAgainstReference : public ::testing::TestWithParam<AttentionCase> {};
 
 TEST_P(AttentionAgainstReference, MatchesDoubleSoftmax) {
@@ -73,12 +76,12 @@ TEST_P(AttentionAgainstReference, MatchesDoubleSoftmax) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionAgainstReference,
     ::testing::Values(AttentionCase{2, 70, 77, 2, 40, false, 1.f},     // cross-attention, 77 text tokens
-                      AttentionCase{1, 300, 300, 2, 80, false, 1.f},   // several query blocks, partial last
+                      AttentionCase{1, 301, 300, 2, 80, false, 1.f},   // 2 query blocks, the last one partial
                       AttentionCase{2, 64, 77, 2, 160, false, 1.f},    // d = 160
                       AttentionCase{1, 130, 130, 1, 512, false, 0.5f}, // VAE mid-block: one head, d = 512
-                      AttentionCase{1, 96, 4096, 1, 40, false, 1.f},   // 4096 keys
+                      AttentionCase{1, 100, 4096, 1, 40, false, 1.f},  // 4096 keys: 7 blocks of 15 rows, last 10
                       AttentionCase{2, 77, 77, 3, 64, true, 1.f},      // CLIP text encoder: causal
-                      AttentionCase{1, 300, 300, 2, 8, true, 2.f},     // causal over several blocks, d = 8
+                      AttentionCase{1, 301, 301, 2, 8, true, 2.f},     // causal over blocks (last partial), d = 8
                       AttentionCase{2, 16, 16, 4, 8, false, 3.f},      // tiny UNet: peaky rows
                       AttentionCase{1, 1, 5, 1, 4, false, 1.f}));      // one query
 
@@ -86,6 +89,26 @@ TEST(Attention, CausalFirstQuerySeesOnlyTheFirstKey) {
   const Tensor q = random_tensor({1, 6, 8}, 54), k = random_tensor({1, 6, 8}, 55), v = random_tensor({1, 6, 8}, 56);
   const Tensor out = attention(q, k, v, 2, true);
   for (int c = 0; c < 8; ++c) EXPECT_FLOAT_EQ(out.data()[c], v.data()[c]);
+}
+
+TEST(Attention, HugeScoresStayFiniteConvexCombinations) {
+  // Scores up to ~1e4: e^s overflows float unless the row maximum is subtracted first.
+  const Tensor q = random_tensor({1, 40, 32}, 57, -25.f, 25.f), k = random_tensor({1, 50, 32}, 58, -25.f, 25.f);
+  const Tensor v = random_tensor({1, 50, 32}, 59);
+  const Tensor out = attention(q, k, v, 2, false);
+  for (int64_t c = 0; c < 32; ++c) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t j = 0; j < 50; ++j) {
+      lo = std::min(lo, v.data()[j * 32 + c]);
+      hi = std::max(hi, v.data()[j * 32 + c]);
+    }
+    for (int64_t i = 0; i < 40; ++i) {
+      const float o = out.data()[i * 32 + c];
+      ASSERT_TRUE(std::isfinite(o)) << i << " " << c;
+      ASSERT_GE(o, lo - 1e-6f);
+      ASSERT_LE(o, hi + 1e-6f);
+    }
+  }
 }
 
 TEST(Attention, BadShapesThrow) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -28,6 +29,8 @@ std::string case_name(const ConvCase& c) {
          std::to_string(c.stride) + " p" + std::to_string(c.padding) + (c.bias ? " bias" : "") +
          (c.residual ? " residual" : "");
 }
+
+void PrintTo(const ConvCase& c, std::ostream* os) { *os << case_name(c); }
 
 // NHWC x, PyTorch [cout, cin, k, k] weights.
 std::vector<double> conv_reference(const ConvCase& c, const Tensor& x, const std::vector<float>& w,

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <ostream>
 #include <stdexcept>
 #include <vector>
 
@@ -47,6 +48,10 @@ struct GroupNormCase {
   float eps, offset;  // offset: added to the input, to test statistics of off-centre data
   bool silu;
 };
+
+void PrintTo(const GroupNormCase& c, std::ostream* os) {
+  *os << shape_str(c.shape) << " groups " << c.groups << " eps " << c.eps << " offset " << c.offset << (c.silu ? " silu" : "");
+}
 
 class GroupNormAgainstReference : public ::testing::TestWithParam<GroupNormCase> {};
 

@@ -89,9 +89,8 @@ TEST(FixEncoding, RepairsMojibakeFromFtfyDocs) {
 }
 
 TEST(FixEncoding, LeavesGoodTextAlone) {
-  for (std::string_view good : {"caf\u00e9 na\u00efve \u6771\u4eac", "\u00c5ngstr\u00f6m, \u00d8resund, \u00c6r\u00f8",
-                                "Stra\u00dfe, \u0130stanbul, \u0141\u00f3d\u017a", "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac",
-                                "50\u00b0C, 100\u00a5, \u00bd cup", "(\u256f\u00b0\u25a1\u00b0)\u256f"}) {
+  for (std::string_view good : {"café naïve 東京", "Ångström, Øresund, Ærø", "Straße, İstanbul, Łódź", "Ελληνικά",
+                                "50°C, 100¥, ½ cup", "(╯°□°)╯", "ZURÜCK", "señor Muñoz"}) {
     EXPECT_FALSE(is_bad(u32(good))) << good;
     EXPECT_EQ(encode_utf8(fix_encoding(u32(good))), good);
   }
