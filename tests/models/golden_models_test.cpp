@@ -33,6 +33,19 @@ void expect_close(const Tensor& ours, const fs::path& ref_file, const std::strin
   EXPECT_TRUE(err.empty()) << what << ": " << err;
 }
 
+// Compares the traced module outputs that have a reference (forward-hook outputs by module
+// name); returns how many were compared.
+int expect_trace_close(const std::vector<std::pair<std::string, Tensor>>& trace, const nlohmann::json& refs,
+                       const std::string& case_name) {
+  int checked = 0;
+  for (const auto& [module, tensor] : trace) {
+    if (!refs.contains(module)) continue;
+    expect_close(tensor, cases_dir() / refs[module].get<std::string>(), case_name + " " + module);
+    ++checked;
+  }
+  return checked;
+}
+
 TEST(ClipTextModel, MatchesTransformersOnEveryGoldenPrompt) {
   const auto cfg = ClipTextConfig::from_json(read_json_file(model_dir() / "text_encoder/config.json"), "text config");
   const SafetensorsSource weights(model_dir() / "text_encoder/model.safetensors");
@@ -75,7 +88,9 @@ UNetConfig* UNetGolden::config_ = nullptr;
 UNet2DConditionModel* UNetGolden::unet_ = nullptr;
 
 TEST_F(UNetGolden, EveryCaseIncludingGuidanceEmbeddingAndIntermediates) {
-  for (const auto& c : index()["unet"]) {
+  const auto cases = index()["unet"];
+  ASSERT_EQ(cases.size(), 5u);
+  for (const auto& c : cases) {
     const std::string name = c["name"];
     const Tensor sample = to_nhwc(load_npy_tensor(cases_dir() / c["sample"].get<std::string>()));
     const Tensor context = load_npy_tensor(cases_dir() / c["encoder_hidden_states"].get<std::string>());
@@ -86,14 +101,8 @@ TEST_F(UNetGolden, EveryCaseIncludingGuidanceEmbeddingAndIntermediates) {
     const Tensor out = unet_->forward(sample, timestep, context, &cond);
     unet_->trace = nullptr;
     expect_close(out, cases_dir() / c["noise_pred"].get<std::string>(), name + " noise_pred");
-    if (!c.contains("intermediates")) continue;
-    int checked = 0;
-    for (const auto& [module, tensor] : trace) {
-      if (!c["intermediates"].contains(module)) continue;
-      expect_close(tensor, cases_dir() / c["intermediates"][module].get<std::string>(), name + " " + module);
-      ++checked;
-    }
-    EXPECT_GE(checked, 14) << "intermediates compared for " << name;
+    if (c.contains("intermediates"))
+      EXPECT_GE(expect_trace_close(trace, c["intermediates"], name), 14) << "intermediates compared for " << name;
   }
 }
 
@@ -101,21 +110,17 @@ TEST(VaeDecoder, MatchesDiffusersOnEveryCaseAndIntermediate) {
   const auto cfg = VaeConfig::from_json(read_json_file(model_dir() / "vae/config.json"), "vae config");
   const SafetensorsSource weights(model_dir() / "vae/diffusion_pytorch_model.safetensors");
   const VaeDecoder vae(cfg, Weights(weights));
-  for (const auto& c : index()["vae"]) {
+  const auto cases = index()["vae"];
+  ASSERT_EQ(cases.size(), 3u);
+  for (const auto& c : cases) {
     const std::string name = c["name"];
     std::vector<std::pair<std::string, Tensor>> trace;
     vae.trace = &trace;
     const Tensor out = vae.forward(to_nhwc(load_npy_tensor(cases_dir() / c["vae_input"].get<std::string>())));
     vae.trace = nullptr;
     expect_close(out, cases_dir() / c["decoded"].get<std::string>(), name + " decoded");
-    if (!c.contains("intermediates")) continue;
-    int checked = 0;
-    for (const auto& [module, tensor] : trace) {
-      if (!c["intermediates"].contains(module)) continue;
-      expect_close(tensor, cases_dir() / c["intermediates"][module].get<std::string>(), name + " " + module);
-      ++checked;
-    }
-    EXPECT_EQ(checked, static_cast<int>(c["intermediates"].size())) << name;
+    if (c.contains("intermediates"))
+      EXPECT_EQ(expect_trace_close(trace, c["intermediates"], name), static_cast<int>(c["intermediates"].size())) << name;
   }
 }
 
