@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -42,15 +43,25 @@ struct GenerateResult {
   int width = 0, height = 0;
   uint64_t seed = 0;
   StageTimings timings;
+  bool text_embedding_cached = false; // the prompt's embedding came from the engine's LRU cache
 };
 
 struct EngineOptions {
   int threads = 0;                    // 0 = every core this process may use
   std::string precision = "fp32";     // only fp32 in this version
+  // LRU cache of text-encoder outputs keyed by token ids; 0 entries disables it.
+  size_t text_cache_entries = 64;
+  size_t text_cache_bytes = 64u << 20;
 };
 
-// Called after each denoising step (1-based step, total steps).
-using ProgressCallback = std::function<void(int step, int total)>;
+// Called after each denoising step (1-based step, total steps). Returning false stops the
+// run: generate() then throws CancelledError (e.g. a deadline is near).
+using ProgressCallback = std::function<bool(int step, int total)>;
+
+class CancelledError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class Engine {
  public:

@@ -129,6 +129,7 @@ int cmd_generate(int argc, char** argv) {
   const auto engine = Engine::load(model, options);
   const GenerateResult r = engine->generate(req, [&](int step, int total) {
     if (progress_line) std::fprintf(stderr, "\rstep %d/%d%s", step, total, step == total ? "\n" : "");
+    return true;
   });
 
   if (f.has("base64")) {

@@ -49,7 +49,9 @@ std::string describe_weights(const std::string& name, const std::filesystem::pat
 class EngineImpl final : public Engine {
  public:
   EngineImpl(const ModelFolder& folder, const EngineOptions& options)
-      : folder_(folder), options_(options), pipeline_(Txt2ImgPipeline::from_folder(folder)) {}
+      : folder_(folder), options_(options), pipeline_(Txt2ImgPipeline::from_folder(folder)) {
+    pipeline_->set_text_cache(options.text_cache_entries, options.text_cache_bytes);
+  }
 
   GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress) const override {
     validate(request);

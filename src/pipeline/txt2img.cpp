@@ -55,7 +55,10 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   const std::vector<int32_t> ids = tokenizer_.encode(request.prompt);
   timings.tokenize_ms = ms_since(t0);
   t0 = Clock::now();
-  const Tensor prompt_embeds = text_encoder_.forward({ids});
+  std::optional<Tensor> cached = text_cache_ ? text_cache_->get(ids) : std::nullopt;
+  result.text_embedding_cached = cached.has_value();
+  const Tensor prompt_embeds = cached ? *cached : text_encoder_.forward({ids});
+  if (text_cache_ && !cached) text_cache_->put(ids, prompt_embeds);
   timings.text_encoder_ms = ms_since(t0);
 
   // 3. Seeded initial latents: the numbers torch.randn gives for this seed, NCHW.
@@ -92,7 +95,9 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
       trace->denoised.push_back(denoised.clone());
       trace->latents.push_back(latents.clone());
     }
-    if (progress) progress(static_cast<int>(i) + 1, static_cast<int>(timesteps.size()));
+    if (progress && !progress(static_cast<int>(i) + 1, static_cast<int>(timesteps.size())))
+      throw CancelledError("generation stopped after step " + std::to_string(i + 1) + " of " +
+                           std::to_string(timesteps.size()));
   }
 
   // 5. VAE decode of the last denoised latent, then diffusers' postprocess to 8-bit RGB.

@@ -10,6 +10,7 @@
 #include "models/clip_text.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "pipeline/embedding_cache.h"
 #include "sched/lcm_scheduler.h"
 #include "text/tokenizer.h"
 
@@ -48,12 +49,17 @@ class Txt2ImgPipeline {
   const VaeDecoder& vae() const { return vae_; }
   const LcmScheduler& scheduler() const { return scheduler_; }
 
+  // Keeps up to `entries` text embeddings (and `bytes`) for prompts seen before; 0 disables.
+  void set_text_cache(size_t entries, size_t bytes) { text_cache_ = std::make_unique<EmbeddingCache>(entries, bytes); }
+  const EmbeddingCache* text_cache() const { return text_cache_.get(); }
+
  private:
   ClipTokenizer tokenizer_;
   ClipTextModel text_encoder_;
   UNet2DConditionModel unet_;
   VaeDecoder vae_;
   LcmScheduler scheduler_;
+  std::unique_ptr<EmbeddingCache> text_cache_;
 };
 
 }  // namespace lcmd
