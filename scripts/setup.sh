@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config
-          libdnnl-dev nlohmann-json3-dev libpng-dev libutf8proc-dev libgtest-dev)
+          libdnnl-dev nlohmann-json3-dev libpng-dev libutf8proc-dev libgtest-dev
+          libcurl4-openssl-dev libcpp-httplib-dev curl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
