@@ -26,6 +26,11 @@ class MappedFile {
   bool empty() const { return size_ == 0; }
   const std::filesystem::path& path() const { return path_; }
 
+  // Drops the whole pages inside [offset, offset + length) from this process's memory (they are
+  // read again from the page cache if touched later). For data already copied elsewhere, so a
+  // large file's pages do not stay resident next to the copy.
+  void release(size_t offset, size_t length) const noexcept;
+
  private:
   void unmap() noexcept;
 

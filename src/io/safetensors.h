@@ -57,6 +57,9 @@ class SafetensorsFile {
   // Valid as long as this object lives.
   const uint8_t* data(const TensorInfo& t) const;
 
+  // Drops the tensor's pages from memory once its values have been copied (see MappedFile::release).
+  void release(const TensorInfo& t) const { file_.release(t.offset, t.nbytes); }
+
   // The tensor as float32: F32 is copied, F16/BF16 widened exactly, F64 rounded to nearest.
   // Its stored shape must equal `expected`; errors name the file, the tensor, and the expected
   // vs actual shape and dtype. Integer and bool tensors are a ModelError.

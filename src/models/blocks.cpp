@@ -9,13 +9,13 @@ Norm::Norm(const Weights& w, int channels) : weight(w.tensor("weight", {channels
 ops::Conv2d load_conv(const Weights& w, int cin, int cout, int kernel, int stride, int padding, bool bias) {
   const Tensor weight = w.tensor("weight", {cout, cin, kernel, kernel});
   const Tensor b = bias ? w.tensor("bias", {cout}) : Tensor();
-  return ops::Conv2d(weight.data(), bias ? b.data() : nullptr, cin, cout, kernel, stride, padding);
+  return ops::Conv2d(weight.data(), bias ? b.data() : nullptr, cin, cout, kernel, stride, padding, w.precision());
 }
 
 ops::Linear load_linear(const Weights& w, int in, int out, bool bias, bool from_conv1x1) {
   const Tensor weight = from_conv1x1 ? w.tensor("weight", {out, in, 1, 1}) : w.tensor("weight", {out, in});
   const Tensor b = bias ? w.tensor("bias", {out}) : Tensor();
-  return ops::Linear(weight.data(), bias ? b.data() : nullptr, in, out);
+  return ops::Linear(weight.data(), bias ? b.data() : nullptr, in, out, w.precision());
 }
 
 // ---- ResnetBlock2D ----
@@ -97,9 +97,11 @@ Attention::Attention(const Weights& w, int query_dim, int context_dim, int heads
       to_out(load_linear(w["to_out"][0], query_dim, query_dim)) {}
 
 Tensor Attention::forward(const Tensor& x, const Tensor* context, const Tensor* residual) const {
-  const Tensor& kv_input = context ? *context : x;
-  const Tensor q = to_q(x), k = to_k(kv_input), v = to_v(kv_input);
-  return to_out(ops::attention(q, k, v, heads, /*causal=*/false), residual);
+  return forward(x, project_context(context ? *context : x), residual);
+}
+
+Tensor Attention::forward(const Tensor& x, const CrossAttentionKV& kv, const Tensor* residual) const {
+  return to_out(ops::attention(to_q(x), kv.k, kv.v, heads, /*causal=*/false), residual);
 }
 
 // ---- BasicTransformerBlock ----
@@ -113,12 +115,12 @@ BasicTransformerBlock::BasicTransformerBlock(const Weights& w, int dim, int head
       ff_proj(load_linear(w["ff"]["net"][0]["proj"], dim, 8 * dim)),
       ff_out(load_linear(w["ff"]["net"][2], 4 * dim, dim)) {}
 
-Tensor BasicTransformerBlock::forward(const Tensor& x, const Tensor& context) const {
+Tensor BasicTransformerBlock::forward(const Tensor& x, const CrossAttentionKV& context_kv) const {
   constexpr float kLayerNormEps = 1e-5f;
   Tensor h = ops::layer_norm(x, kLayerNormEps, norm1.weight.data(), norm1.bias.data());
   Tensor out = attn1.forward(h, nullptr, &x);
   h = ops::layer_norm(out, kLayerNormEps, norm2.weight.data(), norm2.bias.data());
-  out = attn2.forward(h, &context, &out);
+  out = attn2.forward(h, context_kv, &out);
   h = ops::layer_norm(out, kLayerNormEps, norm3.weight.data(), norm3.bias.data());
   return ff_out(ops::geglu(ff_proj(h)), &out);
 }
@@ -134,12 +136,12 @@ Transformer2DModel::Transformer2DModel(const Weights& w, int channels, int heads
   for (int i = 0; i < layers; ++i) transformer_blocks.emplace_back(w["transformer_blocks"][i], channels, heads, context_dim);
 }
 
-Tensor Transformer2DModel::forward(const Tensor& x, const Tensor& context) const {
+Tensor Transformer2DModel::forward(const Tensor& x, const CrossAttentionKV* context_kv) const {
   constexpr float kGroupNormEps = 1e-6f;
   const int64_t n = x.dim(0), c = x.dim(3);
   Tensor h = ops::group_norm(x, groups, kGroupNormEps, norm.weight.data(), norm.bias.data(), /*silu=*/false);
   h = proj_in(h).reshape({n, x.dim(1) * x.dim(2), c});  // NHWC is already [N, HW, C]
-  for (const auto& block : transformer_blocks) h = block.forward(h, context);
+  for (const auto& block : transformer_blocks) h = block.forward(h, *context_kv++);
   return proj_out(h.reshape(x.shape()), &x);
 }
 

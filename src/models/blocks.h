@@ -50,12 +50,21 @@ struct Upsample2D {
   ops::Conv2d conv;
 };
 
+// A cross-attention's keys and values of a fixed context (the text embedding): the same for
+// every denoising step, so they are computed once per image.
+struct CrossAttentionKV {
+  Tensor k, v;  // [N, S, query_dim]
+};
+
 // attention_processor.Attention: to_q/to_k/to_v/to_out.0, heads interleaved in channels.
 struct Attention {
   Attention(const Weights& w, int query_dim, int context_dim, int heads, bool qkv_bias);
   // x [N, T, query_dim]; context [N, S, context_dim] or nullptr for self-attention.
   // residual (x's shape) is added to the output projection when given.
   Tensor forward(const Tensor& x, const Tensor* context, const Tensor* residual) const;
+  // Cross-attention with keys and values from project_context.
+  Tensor forward(const Tensor& x, const CrossAttentionKV& kv, const Tensor* residual) const;
+  CrossAttentionKV project_context(const Tensor& context) const { return {to_k(context), to_v(context)}; }
 
   int heads;
   ops::Linear to_q, to_k, to_v, to_out;
@@ -65,7 +74,8 @@ struct Attention {
 // with a residual.
 struct BasicTransformerBlock {
   BasicTransformerBlock(const Weights& w, int dim, int heads, int context_dim);
-  Tensor forward(const Tensor& x, const Tensor& context) const;
+  // context_kv: attn2's keys and values of the text embedding (attn2.project_context).
+  Tensor forward(const Tensor& x, const CrossAttentionKV& context_kv) const;
 
   Norm norm1, norm2, norm3;
   Attention attn1, attn2;
@@ -76,7 +86,8 @@ struct BasicTransformerBlock {
 // 1x1 proj_out, residual.
 struct Transformer2DModel {
   Transformer2DModel(const Weights& w, int channels, int heads, int context_dim, int layers, int groups);
-  Tensor forward(const Tensor& x, const Tensor& context) const;
+  // context_kv: one CrossAttentionKV per transformer block, in order.
+  Tensor forward(const Tensor& x, const CrossAttentionKV* context_kv) const;
 
   int groups;
   Norm norm;

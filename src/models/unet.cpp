@@ -88,16 +88,53 @@ void UNet2DConditionModel::record(const std::string& name, const Tensor& t) cons
   if (trace) trace->emplace_back(name, t.clone());
 }
 
-Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const Tensor& context,
+namespace {
+
+// Every Transformer2DModel of the UNet in forward order.
+template <typename Fn>
+void for_each_transformer(const std::vector<DownBlock>& down, const MidBlock& mid, const std::vector<UpBlock>& up,
+                          Fn fn) {
+  for (const auto& b : down)
+    for (const auto& t : b.attentions) fn(t);
+  for (const auto& t : mid.attentions) fn(t);
+  for (const auto& b : up)
+    for (const auto& t : b.attentions) fn(t);
+}
+
+}  // namespace
+
+UNetContext UNet2DConditionModel::prepare_context(const Tensor& context) const {
+  const auto& c = config_;
+  if (context.rank() != 3 || context.dim(2) != c.cross_attention_dim)
+    throw std::invalid_argument("UNet encoder_hidden_states must be [N, S, " + std::to_string(c.cross_attention_dim) +
+                                "], got " + shape_str(context.shape()));
+  UNetContext out;
+  for_each_transformer(down_blocks, mid_block, up_blocks, [&](const Transformer2DModel& t) {
+    for (const auto& block : t.transformer_blocks) out.cross_attention_kv.push_back(block.attn2.project_context(context));
+  });
+  return out;
+}
+
+Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const Tensor& encoder_hidden_states,
+                                     const Tensor* timestep_cond) const {
+  return forward(sample, timestep, prepare_context(encoder_hidden_states), timestep_cond);
+}
+
+Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const UNetContext& context,
                                      const Tensor* timestep_cond) const {
   const auto& c = config_;
   const int64_t batch = sample.dim(0);
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
     throw std::invalid_argument("UNet sample must be NHWC with " + std::to_string(c.in_channels) + " channels, got " +
                                 shape_str(sample.shape()));
-  if (context.rank() != 3 || context.dim(0) != batch || context.dim(2) != c.cross_attention_dim)
-    throw std::invalid_argument("UNet encoder_hidden_states must be [" + std::to_string(batch) + ", S, " +
-                                std::to_string(c.cross_attention_dim) + "], got " + shape_str(context.shape()));
+  if (context.cross_attention_kv.empty() || context.cross_attention_kv[0].k.dim(0) != batch)
+    throw std::invalid_argument("UNet context was prepared for another batch size");
+  const CrossAttentionKV* kv = context.cross_attention_kv.data();
+  auto next_kv = [&](const Transformer2DModel& t) {
+    const CrossAttentionKV* mine = kv;
+    kv += t.transformer_blocks.size();
+    return mine;
+  };
   if (c.time_cond_proj_dim && !timestep_cond)
     throw std::invalid_argument("this UNet has time_cond_proj_dim and needs a guidance embedding");
 
@@ -118,7 +155,7 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const T
     const DownBlock& block = down_blocks[i];
     for (size_t j = 0; j < block.resnets.size(); ++j) {
       h = block.resnets[j].forward(h, &emb);
-      if (!block.attentions.empty()) h = block.attentions[j].forward(h, context);
+      if (!block.attentions.empty()) h = block.attentions[j].forward(h, next_kv(block.attentions[j]));
       skips.push_back(h);
     }
     if (block.downsampler) {
@@ -131,7 +168,7 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const T
   // 3. mid block.
   h = mid_block.resnets[0].forward(h, &emb);
   for (size_t j = 0; j < mid_block.attentions.size(); ++j) {
-    h = mid_block.attentions[j].forward(h, context);
+    h = mid_block.attentions[j].forward(h, next_kv(mid_block.attentions[j]));
     h = mid_block.resnets[j + 1].forward(h, &emb);
   }
   record("mid_block", h);
@@ -143,7 +180,7 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const T
       const Tensor skip = skips.back();
       skips.pop_back();
       h = block.resnets[j].forward(ops::concat_channels(h, skip), &emb);
-      if (!block.attentions.empty()) h = block.attentions[j].forward(h, context);
+      if (!block.attentions.empty()) h = block.attentions[j].forward(h, next_kv(block.attentions[j]));
     }
     if (block.upsampler) {
       const Tensor& next_skip = skips.back();

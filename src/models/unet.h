@@ -39,9 +39,21 @@ struct MidBlock {
   std::vector<Transformer2DModel> attentions;
 };
 
+// The text conditioning of one image, prepared once for all its denoising steps: the keys and
+// values of every cross-attention (in module order).
+struct UNetContext {
+  std::vector<CrossAttentionKV> cross_attention_kv;
+};
+
 class UNet2DConditionModel {
  public:
   UNet2DConditionModel(const UNetConfig& config, const Weights& w);
+
+  // encoder_hidden_states [N, S, cross_attention_dim] -> every attn2's K and V.
+  UNetContext prepare_context(const Tensor& encoder_hidden_states) const;
+
+  // As below, with the context prepared once by prepare_context.
+  Tensor forward(const Tensor& sample, int timestep, const UNetContext& context, const Tensor* timestep_cond) const;
 
   // sample: NHWC [N, h, w, in_channels]; encoder_hidden_states [N, S, cross_attention_dim];
   // timestep_cond: [N, time_cond_proj_dim] (LCM's guidance embedding) or nullptr when the

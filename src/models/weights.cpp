@@ -13,7 +13,11 @@ SafetensorsSource::SafetensorsSource(const std::filesystem::path& path)
 SafetensorsSource::~SafetensorsSource() = default;
 
 bool SafetensorsSource::contains(const std::string& name) const { return file_->contains(name); }
-Tensor SafetensorsSource::load(const std::string& name, const Shape& shape) const { return file_->load_f32(name, shape); }
+Tensor SafetensorsSource::load(const std::string& name, const Shape& shape) const {
+  Tensor t = file_->load_f32(name, shape);
+  file_->release(file_->info(name));  // each tensor is read once: keep only the engine's copy resident
+  return t;
+}
 std::string SafetensorsSource::describe() const { return file_->path().string(); }
 
 namespace {

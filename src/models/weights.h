@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace lcmd {
@@ -65,18 +66,22 @@ class RandomSource : public WeightSource {
   mutable std::map<std::string, Shape> shapes_;  // to find a bias's sibling weight (fan_in)
 };
 
-// A scope in the module tree: a source and a name prefix.
+// A scope in the module tree: a source, a name prefix, and the precision the scope's
+// convolutions and matrix products compute in (inherited by child scopes).
 class Weights {
  public:
-  explicit Weights(const WeightSource& source, std::string prefix = "") : source_(&source), prefix_(std::move(prefix)) {}
-  Weights operator[](const std::string& child) const { return Weights(*source_, prefix_ + child + "."); }
+  explicit Weights(const WeightSource& source, Precision precision = Precision::FP32, std::string prefix = "")
+      : source_(&source), precision_(precision), prefix_(std::move(prefix)) {}
+  Weights operator[](const std::string& child) const { return Weights(*source_, precision_, prefix_ + child + "."); }
   Weights operator[](int index) const { return (*this)[std::to_string(index)]; }
   Tensor tensor(const std::string& leaf, const Shape& shape) const { return source_->load(prefix_ + leaf, shape); }
   bool has(const std::string& leaf) const { return source_->contains(prefix_ + leaf); }
   const std::string& prefix() const { return prefix_; }
+  Precision precision() const { return precision_; }
 
  private:
   const WeightSource* source_;
+  Precision precision_;
   std::string prefix_;
 };
 

@@ -22,14 +22,15 @@ double ms_since(Clock::time_point t0) {
 Txt2ImgPipeline::Txt2ImgPipeline(ClipTokenizer tokenizer, const ClipTextConfig& text_config,
                                  const WeightSource& text_weights, const UNetConfig& unet_config,
                                  const WeightSource& unet_weights, const VaeConfig& vae_config,
-                                 const WeightSource& vae_weights, const LcmSchedulerConfig& scheduler_config)
+                                 const WeightSource& vae_weights, const LcmSchedulerConfig& scheduler_config,
+                                 const PipelinePrecision& precision)
     : tokenizer_(std::move(tokenizer)),
-      text_encoder_(text_config, Weights(text_weights)),
-      unet_(unet_config, Weights(unet_weights)),
-      vae_(vae_config, Weights(vae_weights)),
+      text_encoder_(text_config, Weights(text_weights, precision.text_encoder)),
+      unet_(unet_config, Weights(unet_weights, precision.unet)),
+      vae_(vae_config, Weights(vae_weights, precision.vae)),
       scheduler_(scheduler_config) {}
 
-std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_folder(const ModelFolder& f) {
+std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_folder(const ModelFolder& f, const PipelinePrecision& precision) {
   const auto text_config = ClipTextConfig::from_json(read_json_file(f.text_encoder_config), f.text_encoder_config.string());
   const auto unet_config = UNetConfig::from_json(read_json_file(f.unet_config), f.unet_config.string());
   const auto vae_config = VaeConfig::from_json(read_json_file(f.vae_config), f.vae_config.string());
@@ -38,7 +39,7 @@ std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_folder(const ModelFolder&
   // The weight files stay mapped only while the models pack their parameters.
   const SafetensorsSource text(f.text_encoder_weights), unet(f.unet_weights), vae(f.vae_weights);
   return std::make_unique<Txt2ImgPipeline>(std::move(tokenizer), text_config, text, unet_config, unet, vae_config, vae,
-                                           scheduler_config);
+                                           scheduler_config, precision);
 }
 
 GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t seed, const ProgressCallback& progress,
@@ -83,10 +84,13 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
     trace->timesteps = timesteps;
   }
   Tensor denoised(latents.shape());
+  t0 = Clock::now();
+  const UNetContext context = unet_.prepare_context(prompt_embeds);  // cross-attention K/V, once per image
+  timings.text_encoder_ms += ms_since(t0);
   for (size_t i = 0; i < timesteps.size(); ++i) {
     t0 = Clock::now();
     const Tensor model_pred =
-        to_nchw(unet_.forward(to_nhwc(latents), timesteps[i], prompt_embeds, w_embedding.empty() ? nullptr : &w_embedding));
+        to_nchw(unet_.forward(to_nhwc(latents), timesteps[i], context, w_embedding.empty() ? nullptr : &w_embedding));
     scheduler_.step(model_pred.data(), static_cast<int>(i), timesteps, latents.data(), denoised.data(),
                     static_cast<size_t>(latents.numel()), generator);
     timings.unet_step_ms.push_back(ms_since(t0));

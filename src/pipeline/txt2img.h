@@ -29,15 +29,23 @@ struct PipelineTrace {
   Tensor decoded;
 };
 
+// The precision each model computes in.
+struct PipelinePrecision {
+  Precision text_encoder = Precision::FP32;
+  Precision unet = Precision::FP32;
+  Precision vae = Precision::FP32;
+};
+
 class Txt2ImgPipeline {
  public:
   // The components, each from its config and a weight source (a model folder's files, or random).
   Txt2ImgPipeline(ClipTokenizer tokenizer, const ClipTextConfig& text_config, const WeightSource& text_weights,
                   const UNetConfig& unet_config, const WeightSource& unet_weights, const VaeConfig& vae_config,
-                  const WeightSource& vae_weights, const LcmSchedulerConfig& scheduler_config);
+                  const WeightSource& vae_weights, const LcmSchedulerConfig& scheduler_config,
+                  const PipelinePrecision& precision = {});
 
   // Reads a diffusers folder (ModelError names what is missing or wrong).
-  static std::unique_ptr<Txt2ImgPipeline> from_folder(const ModelFolder& folder);
+  static std::unique_ptr<Txt2ImgPipeline> from_folder(const ModelFolder& folder, const PipelinePrecision& precision = {});
 
   // Runs one request with the given seed. The request must be valid (see validate()).
   GenerateResult run(const GenerateRequest& request, uint64_t seed, const ProgressCallback& progress = {},
