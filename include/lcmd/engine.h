@@ -30,11 +30,16 @@ void validate(const GenerateRequest& request);
 
 struct StageTimings {
   double tokenize_ms = 0;
-  double text_encoder_ms = 0;
+  double text_encoder_ms = 0;         // incl. the cross-attention K/V of the prompt
   std::vector<double> unet_step_ms;   // one per denoising step
   double vae_decode_ms = 0;
   double png_ms = 0;
   double total_ms = 0;
+  // Multiply-accumulates done by convolutions, matrix products and attention, per stage
+  // (for achieved GFLOP/s = 2 * MAC / time).
+  double text_encoder_gmac = 0;
+  double unet_step_gmac = 0;          // per step
+  double vae_decode_gmac = 0;
 };
 
 struct GenerateResult {
@@ -48,7 +53,7 @@ struct GenerateResult {
 
 struct EngineOptions {
   int threads = 0;                    // 0 = every core this process may use
-  std::string precision = "fp32";     // only fp32 in this version
+  std::string precision = "auto";     // fp32 | bf16 | int8 | auto (fastest that meets its bounds here)
   // LRU cache of text-encoder outputs keyed by token ids; 0 entries disables it.
   size_t text_cache_entries = 64;
   size_t text_cache_bytes = 64u << 20;
@@ -67,11 +72,20 @@ class Engine {
  public:
   // Loads and validates every component; ModelError names the file, tensor and problem.
   static std::unique_ptr<Engine> load(const std::filesystem::path& model_dir, const EngineOptions& options = {});
+  // An engine with random weights (PyTorch's default init, the same values make-random-model
+  // writes) built in memory from a folder of configs such as ../shared/sd15, with the CLIP
+  // tokenizer files from tokenizer_dir: the full-size architecture without a download.
+  static std::unique_ptr<Engine> load_random(const std::filesystem::path& configs_dir,
+                                             const std::filesystem::path& tokenizer_dir,
+                                             const EngineOptions& options = {});
   virtual ~Engine() = default;
 
   virtual GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {}) const = 0;
   // The 77 CLIP token ids the prompt becomes.
   virtual std::vector<int32_t> tokenize(const std::string& prompt) const = 0;
+  // What runs in which precision, e.g. "fp32 (text encoder fp32, unet fp32, vae fp32)".
+  virtual std::string precision() const = 0;
+  virtual int threads() const = 0;
 };
 
 // What a model folder holds, without loading it: each component's file, tensor and parameter

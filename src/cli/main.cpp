@@ -12,7 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench.h"
 #include "cli/flags.h"
+#include "cli/serve_commands.h"
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "image/base64.h"
@@ -27,12 +30,24 @@ constexpr const char* kUsage = R"(usage: lcmd <command> [flags]
 
 commands:
   generate  --model DIR --prompt TEXT [--width 256] [--height 256] [--steps 4] [--guidance 8.0]
-            [--seed N] [--threads N] [--precision fp32] [--output out.png | --base64] [--verbose]
+            [--seed N] [--threads N] [--precision auto|fp32] [--output out.png | --base64] [--verbose]
             Writes a PNG (default out.png) or prints it base64-encoded on stdout.
   tokenize  --model DIR --prompt TEXT        Prints the 77 CLIP input ids as a JSON array.
   info      --model DIR                      Component configs, parameter counts, dtypes.
   make-random-model --like DIR --out DIR [--dtype fp32|fp16] [--tokenizer DIR] [--seed N]
             A model folder with DIR's configs and random weights (PyTorch default init).
+  bench     [--model DIR | --random [--like ../shared/sd15] [--tokenizer DIR]] [--sizes 256,512]
+            [--steps 4] [--precision auto] [--repeat 5] [--warmup 1] [--threads N] [--json]
+            Per-stage medians, GFLOP/s, peak RSS and model ready time.
+  serve     --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 8] [--max-body-bytes 65536]
+            [--max-size 768] [--max-steps 8] [--result-cache 0] [--result-cache-mb 256] [--threads N]
+            [--precision P] [--text-cache 64] [--read-timeout 10] [--connection-threads 8]
+            HTTP server: POST /v1/generate, POST /v1/images/generations (OpenAI), GET /healthz,
+            GET /metrics. --port 0 picks a free port. SIGTERM finishes the running request.
+  lambda    [--model DIR] [--runtime-api HOST:PORT] [--threads N] [--max-size 768] [--max-steps 8] ...
+            AWS Lambda custom runtime (Runtime API 2018-06-01). Settings default to the environment:
+            AWS_LAMBDA_RUNTIME_API, LCMD_MODEL (/opt/sd_model), LCMD_THREADS, LCMD_MAX_SIZE, ...
+            With no arguments and AWS_LAMBDA_RUNTIME_API set, lcmd runs as the Lambda runtime.
 )";
 
 double peak_rss_mb() {
@@ -56,7 +71,7 @@ int cmd_generate(int argc, char** argv) {
   const std::string output = f.str("output", "out.png");
   EngineOptions options;
   options.threads = static_cast<int>(f.integer("threads", 0, 0, 1024));
-  options.precision = f.str("precision", "fp32");
+  options.precision = f.str("precision", "auto");
   validate(req);  // before the (slow) model load
   // Prompt validity (UTF-8) is checked by the tokenizer inside generate, before any output.
 
@@ -77,6 +92,8 @@ int cmd_generate(int argc, char** argv) {
   if (!f.has("base64")) std::fprintf(stderr, "wrote %s (%dx%d)\n", output.c_str(), r.width, r.height);
   if (verbose) {
     const StageTimings& t = r.timings;
+    std::fprintf(stderr, "precision     %s\nthreads       %d (%s)\n", engine->precision().c_str(), engine->threads(),
+                 cpu_info().features().c_str());
     std::fprintf(stderr, "tokenize      %8.1f ms\ntext encoder  %8.1f ms\n", t.tokenize_ms, t.text_encoder_ms);
     for (size_t i = 0; i < t.unet_step_ms.size(); ++i) std::fprintf(stderr, "unet step %zu   %8.1f ms\n", i + 1, t.unet_step_ms[i]);
     std::fprintf(stderr, "vae decode    %8.1f ms\npng           %8.1f ms\ntotal         %8.1f ms\npeak RSS      %8.1f MB\n",
@@ -115,6 +132,7 @@ int cmd_make_random_model(int argc, char** argv) {
 }
 
 int run(int argc, char** argv) {
+  if (argc < 2 && std::getenv("AWS_LAMBDA_RUNTIME_API")) return cmd_lambda(argc, argv);  // the Lambda bootstrap
   if (argc < 2) {
     std::fputs(kUsage, stderr);
     return 2;
@@ -128,7 +146,10 @@ int run(int argc, char** argv) {
   if (cmd == "tokenize") return cmd_tokenize(argc, argv);
   if (cmd == "info") return cmd_info(argc, argv);
   if (cmd == "make-random-model") return cmd_make_random_model(argc, argv);
-  throw InputError("unknown command '" + cmd + "' (commands: generate, tokenize, info, make-random-model)");
+  if (cmd == "bench") return cmd_bench(argc, argv);
+  if (cmd == "serve") return cmd_serve(argc, argv);
+  if (cmd == "lambda") return cmd_lambda(argc, argv);
+  throw InputError("unknown command '" + cmd + "' (commands: generate, tokenize, info, make-random-model, bench, serve, lambda)");
 }
 
 }  // namespace

@@ -7,10 +7,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cpu.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "lcmd/engine.h"
 #include "ops/ops.h"
+#include "pipeline/precision.h"
+#include "pipeline/random_model.h"
 #include "pipeline/txt2img.h"
 
 namespace lcmd {
@@ -48,8 +51,8 @@ std::string describe_weights(const std::string& name, const std::filesystem::pat
 
 class EngineImpl final : public Engine {
  public:
-  EngineImpl(const ModelFolder& folder, const EngineOptions& options)
-      : folder_(folder), options_(options), pipeline_(Txt2ImgPipeline::from_folder(folder)) {
+  EngineImpl(std::unique_ptr<Txt2ImgPipeline> pipeline, const EngineOptions& options, const PipelinePrecision& precision)
+      : pipeline_(std::move(pipeline)), precision_(precision) {
     pipeline_->set_text_cache(options.text_cache_entries, options.text_cache_bytes);
   }
 
@@ -62,17 +65,28 @@ class EngineImpl final : public Engine {
 
   std::vector<int32_t> tokenize(const std::string& prompt) const override { return pipeline_->tokenizer().encode(prompt); }
 
+  std::string precision() const override { return describe_precision(precision_); }
+  int threads() const override { return ops::num_threads(); }
+
  private:
   static uint64_t random_seed() {
     std::random_device rd;
     return (static_cast<uint64_t>(rd()) << 32 | rd()) >> 1;  // 63 bits: fits every JSON reader's integer
   }
 
-  ModelFolder folder_;
-  EngineOptions options_;
   std::unique_ptr<Txt2ImgPipeline> pipeline_;
+  PipelinePrecision precision_;
   mutable std::mutex mutex_;
 };
+
+// Checks the options, sets up threads, and turns the precision name into per-model precisions.
+PipelinePrecision prepare(const EngineOptions& options) {
+  if (options.threads < 0) throw InputError("threads must be >= 0 (0 = all cores)");
+  const PipelinePrecision precision = resolve_precision(options.precision, cpu_info());
+  ops::set_num_threads(options.threads);
+  ops::enable_flush_denormals();  // denormals never slow a run
+  return precision;
+}
 
 }  // namespace
 
@@ -87,18 +101,34 @@ std::string describe_model_folder(const std::filesystem::path& model_dir) {
   const ClipTokenizer tokenizer = ClipTokenizer::from_dir(folder.tokenizer_dir);
   os << "tokenizer: " << folder.tokenizer_dir.string() << " (vocabulary " << tokenizer.vocab_size() << ", max length "
      << tokenizer.max_length() << ")\n";
-  os << "precision: fp32 (weights widened to float32 at load)\n";
+  const CpuInfo& cpu = cpu_info();
+  os << "cpu: " << cpu.model << " (" << cpu.threads << " threads; " << cpu.features() << ")\n";
+  os << "default precision on this cpu: " << describe_precision(resolve_precision("auto", cpu))
+     << " (weights are converted from their stored dtype at load)\n";
   return os.str();
 }
 
 std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model_dir, const EngineOptions& options) {
-  Precision precision;
-  if (!parse_precision(options.precision, &precision))
-    throw InputError("precision '" + options.precision + "' is not supported; allowed: fp32");
-  if (options.threads < 0) throw InputError("threads must be >= 0 (0 = all cores)");
-  ops::set_num_threads(options.threads);
-  ops::enable_flush_denormals();
-  return std::make_unique<EngineImpl>(ModelFolder::locate(model_dir), options);
+  const PipelinePrecision precision = prepare(options);
+  return std::make_unique<EngineImpl>(Txt2ImgPipeline::from_folder(ModelFolder::locate(model_dir), precision), options,
+                                      precision);
+}
+
+std::unique_ptr<Engine> Engine::load_random(const std::filesystem::path& configs_dir,
+                                            const std::filesystem::path& tokenizer_dir, const EngineOptions& options) {
+  const PipelinePrecision precision = prepare(options);
+  const auto text = ClipTextConfig::from_json(read_json_file(configs_dir / "text_encoder/config.json"),
+                                              (configs_dir / "text_encoder/config.json").string());
+  const auto unet = UNetConfig::from_json(read_json_file(configs_dir / "unet/config.json"),
+                                          (configs_dir / "unet/config.json").string());
+  const auto vae =
+      VaeConfig::from_json(read_json_file(configs_dir / "vae/config.json"), (configs_dir / "vae/config.json").string());
+  const auto scheduler = LcmSchedulerConfig::from_file(configs_dir / "scheduler/scheduler_config.json");
+  // The seeds make-random-model uses, so both give the same weights.
+  const RandomSource text_weights(kRandomTextEncoderSeed), unet_weights(kRandomUNetSeed), vae_weights(kRandomVaeSeed);
+  auto pipeline = std::make_unique<Txt2ImgPipeline>(ClipTokenizer::from_dir(tokenizer_dir), text, text_weights, unet,
+                                                    unet_weights, vae, vae_weights, scheduler, precision);
+  return std::make_unique<EngineImpl>(std::move(pipeline), options, precision);
 }
 
 }  // namespace lcmd

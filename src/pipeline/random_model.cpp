@@ -71,11 +71,11 @@ void write_random_model(const fs::path& like, const fs::path& tokenizer_dir, con
       if (fs::is_regular_file(src)) copy_required(src, tmp / "tokenizer" / f);
     }
     const std::string suffix = dtype == DType::F16 ? ".fp16.safetensors" : ".safetensors";
-    write_component(tmp / "text_encoder" / ("model" + suffix), dtype, seed + 1,
+    write_component(tmp / "text_encoder" / ("model" + suffix), dtype, seed + kRandomTextEncoderSeed,
                     [&](const WeightSource& s) { ClipTextModel(text_config, Weights(s)); });
-    write_component(tmp / "unet" / ("diffusion_pytorch_model" + suffix), dtype, seed + 2,
+    write_component(tmp / "unet" / ("diffusion_pytorch_model" + suffix), dtype, seed + kRandomUNetSeed,
                     [&](const WeightSource& s) { UNet2DConditionModel(unet_config, Weights(s)); });
-    write_component(tmp / "vae" / ("diffusion_pytorch_model" + suffix), dtype, seed + 3, [&](const WeightSource& s) {
+    write_component(tmp / "vae" / ("diffusion_pytorch_model" + suffix), dtype, seed + kRandomVaeSeed, [&](const WeightSource& s) {
       declare_vae_encoder_parameters(vae_config, Weights(s));
       VaeDecoder(vae_config, Weights(s));
     });

@@ -5,6 +5,7 @@
 #include "image/png.h"
 #include "image/postprocess.h"
 #include "models/config.h"
+#include "ops/work_counter.h"
 #include "sched/embeddings.h"
 #include "sched/torch_rng.h"
 
@@ -16,6 +17,8 @@ using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
+
+double gmac_since(uint64_t macs0) { return static_cast<double>(ops::macs_done() - macs0) * 1e-9; }
 
 }  // namespace
 
@@ -56,6 +59,7 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   const std::vector<int32_t> ids = tokenizer_.encode(request.prompt);
   timings.tokenize_ms = ms_since(t0);
   t0 = Clock::now();
+  uint64_t macs0 = ops::macs_done();
   std::optional<Tensor> cached = text_cache_ ? text_cache_->get(ids) : std::nullopt;
   result.text_embedding_cached = cached.has_value();
   const Tensor prompt_embeds = cached ? *cached : text_encoder_.forward({ids});
@@ -87,6 +91,8 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   t0 = Clock::now();
   const UNetContext context = unet_.prepare_context(prompt_embeds);  // cross-attention K/V, once per image
   timings.text_encoder_ms += ms_since(t0);
+  timings.text_encoder_gmac = gmac_since(macs0);
+  macs0 = ops::macs_done();
   for (size_t i = 0; i < timesteps.size(); ++i) {
     t0 = Clock::now();
     const Tensor model_pred =
@@ -94,6 +100,7 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
     scheduler_.step(model_pred.data(), static_cast<int>(i), timesteps, latents.data(), denoised.data(),
                     static_cast<size_t>(latents.numel()), generator);
     timings.unet_step_ms.push_back(ms_since(t0));
+    timings.unet_step_gmac = gmac_since(macs0) / static_cast<double>(i + 1);
     if (trace) {
       trace->model_pred.push_back(model_pred.clone());
       trace->denoised.push_back(denoised.clone());
@@ -106,12 +113,14 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
 
   // 5. VAE decode of the last denoised latent, then diffusers' postprocess to 8-bit RGB.
   t0 = Clock::now();
+  macs0 = ops::macs_done();
   Tensor vae_input(denoised.shape());
   const float scaling = vae_.config().scaling_factor;
   for (int64_t i = 0; i < denoised.numel(); ++i) vae_input.data()[i] = denoised.data()[i] / scaling;
   const Tensor decoded = vae_.forward(to_nhwc(vae_input));
   result.rgb = to_rgb8(decoded);
   timings.vae_decode_ms = ms_since(t0);
+  timings.vae_decode_gmac = gmac_since(macs0);
   if (trace) {
     trace->vae_input = vae_input;
     trace->decoded = decoded;

@@ -221,3 +221,38 @@ TEST(Cli, RandomModelFolderMatchesTheTinyLayoutAndRuns) {
 
 }  // namespace
 }  // namespace lcmd
+
+namespace lcmd {
+namespace {
+
+TEST(Cli, BenchPrintsTheJsonLaterChecksRead) {
+  test::TempDir dir;
+  const CliRun r = lcmd({"bench", "--model", tiny_model().string(), "--sizes", "256,128", "--steps", "2", "--repeat", "2",
+                         "--warmup", "0", "--json"},
+                        dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j.contains("machine"));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  const auto& run = j["runs"][0];
+  EXPECT_EQ(run["width"], 256);
+  EXPECT_EQ(run["height"], 256);
+  EXPECT_EQ(run["steps"], 2);
+  EXPECT_GT(run["total_ms"].get<double>(), 0);
+  for (const char* stage : {"text_encoder", "unet_step", "vae_decode", "png"})
+    EXPECT_GT(run["stages_ms"][stage].get<double>(), 0) << stage;
+  EXPECT_GT(run["gmac"]["unet_step"].get<double>(), 0);
+  EXPECT_GT(run["peak_rss_mb"].get<double>(), 0);
+  EXPECT_GT(run["ready_ms"].get<double>(), 0);
+  EXPECT_EQ(j["runs"][1]["width"], 128);
+}
+
+TEST(Cli, BenchRefusesBadFlags) {
+  const std::string m = tiny_model().string();
+  expect_refused({"bench", "--model", m, "--sizes", "256,100"}, "--sizes");
+  expect_refused({"bench", "--model", m, "--random"}, "exactly one");
+  expect_refused({"bench", "--model", m, "--repeat", "0"}, "--repeat");
+}
+
+}  // namespace
+}  // namespace lcmd

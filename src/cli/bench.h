@@ -1,0 +1,9 @@
+#pragma once
+
+namespace lcmd {
+
+// lcmd bench [--model DIR | --random [--like DIR] [--tokenizer DIR]] [--sizes 256,512] [--steps 4]
+//            [--precision P] [--repeat 5] [--warmup 1] [--threads N] [--guidance 8] [--json]
+int cmd_bench(int argc, char** argv);
+
+}  // namespace lcmd
