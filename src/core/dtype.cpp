@@ -1,6 +1,7 @@
 #include "core/dtype.h"
 
 #include <cstring>
+#include <initializer_list>
 
 namespace lcmd {
 
@@ -93,12 +94,15 @@ uint16_t f32_to_bf16(float f) {
 const char* precision_name(Precision p) {
   switch (p) {
     case Precision::FP32: return "fp32";
+    case Precision::BF16: return "bf16";
+    case Precision::INT8: return "int8";
   }
   return "?";
 }
 
 bool parse_precision(const std::string& s, Precision* out) {
-  if (s == "fp32") { *out = Precision::FP32; return true; }
+  for (const Precision p : {Precision::FP32, Precision::BF16, Precision::INT8})
+    if (s == precision_name(p)) { *out = p; return true; }
   return false;
 }
 

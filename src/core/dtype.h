@@ -17,9 +17,14 @@ uint16_t f32_to_f16(float f);             // round to nearest even, as torch's .
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);            // round to nearest even
 
-// How conv/matmul weights and activations are computed. Only fp32 exists in this version;
-// bf16 and int8 come later and plug in here.
-enum class Precision { FP32 };
+// How conv/matmul weights and activations are computed (ops::Conv2d, ops::Linear):
+//   FP32: float32 throughout (the reference; Winograd 3x3 convolutions where faster).
+//   BF16: bfloat16 weights and activations, float32 accumulation and output.
+//   INT8: int8 weights (symmetric, per output channel) and uint8 activations (per tensor, the
+//         range [min, max] of each input with a zero point; no calibration), int32
+//         accumulation, float32 bias and output.
+// Names: "fp32", "bf16", "int8".
+enum class Precision { FP32, BF16, INT8 };
 const char* precision_name(Precision p);
 bool parse_precision(const std::string& s, Precision* out);
 

@@ -53,8 +53,12 @@ struct Upsample2D {
 // A cross-attention's keys and values of a fixed context (the text embedding): the same for
 // every denoising step, so they are computed once per image.
 struct CrossAttentionKV {
-  Tensor k, v;  // [N, S, query_dim]
+  ops::PackedKV kv;  // K and V [N, S, query_dim], packed for the attention kernel
 };
+
+// Attention arithmetic for a scope's precision: bf16 dot products whenever the scope's matrix
+// products are not fp32.
+ops::AttentionPrecision attention_precision(Precision p);
 
 // attention_processor.Attention: to_q/to_k/to_v/to_out.0, heads interleaved in channels.
 struct Attention {
@@ -64,9 +68,10 @@ struct Attention {
   Tensor forward(const Tensor& x, const Tensor* context, const Tensor* residual) const;
   // Cross-attention with keys and values from project_context.
   Tensor forward(const Tensor& x, const CrossAttentionKV& kv, const Tensor* residual) const;
-  CrossAttentionKV project_context(const Tensor& context) const { return {to_k(context), to_v(context)}; }
+  CrossAttentionKV project_context(const Tensor& context) const;
 
   int heads;
+  ops::AttentionPrecision precision;
   ops::Linear to_q, to_k, to_v, to_out;
 };
 

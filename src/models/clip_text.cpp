@@ -10,6 +10,7 @@ ClipEncoderLayer::ClipEncoderLayer(const Weights& w, const ClipTextConfig& c)
     : eps(c.layer_norm_eps),
       heads(c.num_attention_heads),
       quick_gelu(c.hidden_act == "quick_gelu"),
+      attention(attention_precision(w.precision())),
       layer_norm1(w["layer_norm1"], c.hidden_size),
       layer_norm2(w["layer_norm2"], c.hidden_size),
       q_proj(load_linear(w["self_attn"]["q_proj"], c.hidden_size, c.hidden_size)),
@@ -21,7 +22,7 @@ ClipEncoderLayer::ClipEncoderLayer(const Weights& w, const ClipTextConfig& c)
 
 Tensor ClipEncoderLayer::forward(const Tensor& x) const {
   Tensor h = ops::layer_norm(x, eps, layer_norm1.weight.data(), layer_norm1.bias.data());
-  const Tensor attn = ops::attention(q_proj(h), k_proj(h), v_proj(h), heads, /*causal=*/true);
+  const Tensor attn = ops::attention(q_proj(h), k_proj(h), v_proj(h), heads, /*causal=*/true, attention);
   const Tensor after_attn = out_proj(attn, &x);
   h = ops::layer_norm(after_attn, eps, layer_norm2.weight.data(), layer_norm2.bias.data());
   h = fc1(h);

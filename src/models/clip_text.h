@@ -17,6 +17,7 @@ struct ClipEncoderLayer {
   float eps;
   int heads;
   bool quick_gelu;  // else exact GELU
+  ops::AttentionPrecision attention;
   Norm layer_norm1, layer_norm2;
   ops::Linear q_proj, k_proj, v_proj, out_proj;  // self_attn.*
   ops::Linear fc1, fc2;                          // mlp.*

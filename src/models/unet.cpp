@@ -127,7 +127,7 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const U
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
     throw std::invalid_argument("UNet sample must be NHWC with " + std::to_string(c.in_channels) + " channels, got " +
                                 shape_str(sample.shape()));
-  if (context.cross_attention_kv.empty() || context.cross_attention_kv[0].k.dim(0) != batch)
+  if (context.cross_attention_kv.empty() || context.cross_attention_kv[0].kv.batch() != batch)
     throw std::invalid_argument("UNet context was prepared for another batch size");
   const CrossAttentionKV* kv = context.cross_attention_kv.data();
   auto next_kv = [&](const Transformer2DModel& t) {

@@ -1,233 +1,415 @@
-// Multi-head attention softmax(q k^T / sqrt(d)) v without materialising all scores at once.
+// Multi-head attention softmax(q k^T / sqrt(d)) v as one fused flash-attention pass: scores
+// never leave the L1 cache (see attention_kernels.h for the tile kernels and their layouts).
 //
-// Work is split into tasks of (batch, head, block of query rows). A task computes its
-// [rows, Sk] block of scores with one oneDNN matmul, turns each row into exp(s - max) in
-// place, multiplies by V with a second matmul straight into the output, and divides each
-// output row by its exp sum. Each thread runs whole tasks; the matmuls inside a parallel
-// region run single-threaded on that thread (oneDNN does not nest OpenMP teams).
+// This file checks shapes, picks the kernel for the CPU, and spreads the tasks — (batch, head,
+// tile of queries) — over the threads in a single OpenMP parallel region without barriers: on
+// a loaded machine every fork/join or barrier can wait a scheduler time slice for a preempted
+// thread. Each thread owns a contiguous run of tasks and, when done, takes tasks from the runs
+// of the others, so a thread that lost its core for a while does not hold up the call.
 //
-// Each thread repacks K^T and V of the head it works on into the blocked layout the matmul
-// kernel reads, once per head (not per task), and the head's columns are read from the
-// interleaved [B, S, H*d] tensors through row strides, so q and the output are not copied.
-// The whole call is one parallel region without barriers: on a loaded machine every
-// additional fork/join can wait a scheduler time slice for a preempted thread.
+// K and V: fp32 kernels read them in place from the tensors; bf16 kernels (and fp32 ones for a
+// head dim that needs padding) read them packed per head, either from a PackedKV or packed by
+// each thread, once per head it meets, into a buffer of its own.
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <map>
 #include <memory>
-#include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "ops/dnnl_impl.h"
+#include "ops/attention_kernels.h"
 #include "ops/ops.h"
-#include "ops/parallel_impl.h"
-#include "ops/vec_math_impl.h"
+#include "ops/work_counter.h"
 
 namespace lcmd::ops {
 
-using dnnl::memory;
-using dt = memory::data_type;
-using tag = memory::format_tag;
+namespace detail {
+
+int64_t AttentionGeometry::key_slots(int64_t keys) const { return keys * (bf16 ? (head_dim + 1) / 2 : head_dim); }
+
+int64_t AttentionGeometry::value_slots(int64_t keys) const { return (bf16 ? (keys + 1) / 2 : keys) * padded_dim; }
+
+int64_t AttentionGeometry::scratch_floats() const {
+  auto round_up16 = [](int64_t n) { return (n + 15) / 16 * 16; };
+  // Per sub-tile Q^T, O^T, running max and sum; one block of scores and its bf16 pairs.
+  return subtiles * (round_up16(head_dim * tile_queries) + padded_dim * tile_queries + 2 * tile_queries) +
+         block_keys * tile_queries + block_keys / 2 * tile_queries;
+}
 
 namespace {
 
-// Scores kept per task: about this many floats (rows * Sk), so the block stays in L2.
-constexpr int64_t kScoreBlockFloats = 64 * 1024;
-constexpr int64_t kMinBlockRows = 16, kMaxBlockRows = 256;
-
-struct BlockShape {
-  int64_t rows, keys, head_dim, row_stride;  // row_stride = H*d of the q/k/v/output tensors
-  auto operator<=>(const BlockShape&) const = default;
-};
-
-// The primitives of one block shape; shared by all threads (oneDNN primitives may run
-// concurrently, each call with its own scratchpad).
-struct BlockPrimitives {
-  dnnl::matmul::primitive_desc scores_pd, mix_pd;    // S = Q K^T, O = P V
-  dnnl::matmul scores, mix;
-  dnnl::reorder::primitive_desc pack_k_pd, pack_v_pd;  // strided K^T, V -> packed
-  dnnl::reorder pack_k, pack_v;
-};
-
-std::shared_ptr<const BlockPrimitives> create_block_primitives(const BlockShape& s) {
-  const auto& engine = detail::cpu_engine();
-  const dnnl::primitive_attr attr = detail::user_scratchpad_attr();
-  const memory::desc q_block({s.rows, s.head_dim}, dt::f32, memory::dims{s.row_stride, 1});
-  const memory::desc scores({s.rows, s.keys}, dt::f32, tag::ab);
-  const memory::desc out_block({s.rows, s.head_dim}, dt::f32, memory::dims{s.row_stride, 1});
-  const memory::desc k_t_any({s.head_dim, s.keys}, dt::f32, tag::any), v_any({s.keys, s.head_dim}, dt::f32, tag::any);
-  auto p = std::make_shared<BlockPrimitives>();
-  p->scores_pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(q_block, k_t_any, scores), attr, engine);
-  p->mix_pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(scores, v_any, out_block), attr, engine);
-  p->scores = dnnl::matmul(p->scores_pd);
-  p->mix = dnnl::matmul(p->mix_pd);
-  // K^T of one head, viewed in place: element (i, j) = k[j * row_stride + i].
-  const memory::desc k_t_strided({s.head_dim, s.keys}, dt::f32, memory::dims{1, s.row_stride});
-  const memory::desc v_strided({s.keys, s.head_dim}, dt::f32, memory::dims{s.row_stride, 1});
-  p->pack_k_pd = dnnl::reorder::primitive_desc(engine, k_t_strided, engine, p->scores_pd.weights_desc(), attr);
-  p->pack_v_pd = dnnl::reorder::primitive_desc(engine, v_strided, engine, p->mix_pd.weights_desc(), attr);
-  p->pack_k = dnnl::reorder(p->pack_k_pd);
-  p->pack_v = dnnl::reorder(p->pack_v_pd);
-  return p;
-}
-
-std::shared_ptr<const BlockPrimitives> block_primitives(const BlockShape& shape) {
-  static std::mutex mutex;
-  static std::map<BlockShape, std::shared_ptr<const BlockPrimitives>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(shape);
-  if (it == cache.end()) it = cache.emplace(shape, create_block_primitives(shape)).first;
-  return it->second;
-}
-
-// Replaces the first `valid` scores of a row by exp((s - max) * scale) and the rest by 0
-// (masked keys); returns the sum of the exps.
-LCMD_VECTOR_CLONES
-float exp_shifted_row(float* s, int64_t keys, int64_t valid, float scale) {
-  float max = -INFINITY;
-#pragma omp simd reduction(max : max)
-  for (int64_t j = 0; j < valid; ++j) max = s[j] > max ? s[j] : max;
-  float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < valid; ++j) {
-    // (s - max) first: exact for the scores near the max, which dominate the sum.
-    const float e = detail::exp_approx((s[j] - max) * scale);
-    s[j] = e;
-    sum += e;
+// 64-byte aligned storage of 32-bit slots (floats or bf16 pairs).
+class AlignedSlots {
+ public:
+  AlignedSlots() = default;
+  explicit AlignedSlots(int64_t n) {
+    const size_t bytes = (static_cast<size_t>(std::max<int64_t>(n, 1)) * 4 + 63) / 64 * 64;
+    data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!data_) throw std::bad_alloc();
   }
-  for (int64_t j = valid; j < keys; ++j) s[j] = 0.f;
-  return sum;
-}
+  float* get() const { return data_.get(); }
 
-LCMD_VECTOR_CLONES
-void scale_row(float* x, int64_t n, float factor) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] *= factor;
-}
-
-// 64-byte aligned float storage.
-struct AlignedFloats {
-  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
-  explicit AlignedFloats(size_t n) {
-    const size_t bytes = (std::max<size_t>(n, 1) * sizeof(float) + 63) / 64 * 64;
-    data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    if (!data) throw std::bad_alloc();
-  }
-  float* get() const { return data.get(); }
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
 };
 
-void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, int heads) {
-  const std::string shapes =
-      "q " + shape_str(q.shape()) + ", k " + shape_str(k.shape()) + ", v " + shape_str(v.shape());
-  if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3)
-    throw std::invalid_argument("attention: q, k, v must be [B, S, H*d]; got " + shapes);
-  if (k.shape() != v.shape() || q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
-    throw std::invalid_argument("attention: q [B, Sq, C] needs k and v of shape [B, Sk, C]; got " + shapes);
-  if (heads <= 0 || q.dim(2) % heads != 0 || q.dim(2) == 0)
-    throw std::invalid_argument("attention: " + std::to_string(q.dim(2)) + " channels cannot be split into " +
-                                std::to_string(heads) + " heads (" + shapes + ")");
-  if (k.dim(1) == 0 && q.dim(1) > 0) throw std::invalid_argument("attention: no keys (" + shapes + ")");
+// The HeadKV of one head packed at `base` (key slots first).
+HeadKV packed_head(const AttentionGeometry& g, const float* base, int64_t keys) {
+  HeadKV head;
+  head.k = base;
+  head.v = base + g.key_slots(keys);
+  head.k_stride = g.bf16 ? (g.head_dim + 1) / 2 : g.head_dim;
+  head.v_stride = g.padded_dim;
+  head.keys = keys;
+  return head;
+}
+
+int64_t packed_head_slots(const AttentionGeometry& g, int64_t keys) {
+  return (g.key_slots(keys) + g.value_slots(keys) + 15) / 16 * 16;
 }
 
 }  // namespace
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
-  check_attention_inputs(q, k, v, heads);
-  const int64_t batch = q.dim(0), queries = q.dim(1), keys = k.dim(1), channels = q.dim(2);
-  const int64_t head_dim = channels / heads;
+void pack_fp32_head(const AttentionGeometry& g, const float* k, const float* v, int64_t stride, int64_t keys,
+                    void* k_dst, void* v_dst) {
+  const int64_t d = g.head_dim, dp = g.padded_dim;
+  float* k_out = static_cast<float*>(k_dst);
+  float* v_out = static_cast<float*>(v_dst);
+  for (int64_t j = 0; j < keys; ++j) {
+    std::memcpy(k_out + j * d, k + j * stride, sizeof(float) * d);
+    std::memcpy(v_out + j * dp, v + j * stride, sizeof(float) * d);
+    std::fill(v_out + j * dp + d, v_out + (j + 1) * dp, 0.f);
+  }
+}
+
+// K and V of every (batch, head), packed for one kernel.
+struct PackedKVData {
+  const AttentionKernel* kernel = nullptr;
+  AttentionGeometry geometry;
+  int64_t batch = 0, keys = 0, channels = 0;
+  int heads = 0;
+  int64_t head_slots = 0;  // K then V of one head
+  AlignedSlots storage;
+
+  HeadKV head(int64_t batch_head) const { return packed_head(geometry, storage.get() + batch_head * head_slots, keys); }
+};
+
+namespace {
+
+void check_kv(const Tensor& k, const Tensor& v, int heads) {
+  const std::string shapes = "k " + shape_str(k.shape()) + ", v " + shape_str(v.shape());
+  if (k.rank() != 3 || v.rank() != 3 || k.shape() != v.shape())
+    throw std::invalid_argument("attention: k and v must both be [B, Sk, H*d] of the same shape; got " + shapes);
+  if (heads <= 0 || k.dim(2) == 0 || k.dim(2) % heads != 0)
+    throw std::invalid_argument("attention: " + std::to_string(k.dim(2)) + " channels cannot be split into " +
+                                std::to_string(heads) + " heads (" + shapes + ")");
+}
+
+void check_q(const Tensor& q, int64_t batch, int64_t keys, int64_t channels, const std::string& kv_shapes) {
+  const std::string shapes = "q " + shape_str(q.shape()) + ", " + kv_shapes;
+  if (q.rank() != 3) throw std::invalid_argument("attention: q must be [B, Sq, H*d]; got " + shapes);
+  if (q.dim(0) != batch || q.dim(2) != channels)
+    throw std::invalid_argument("attention: q [B, Sq, C] needs k and v of shape [B, Sk, C]; got " + shapes);
+  if (keys == 0 && q.dim(1) > 0) throw std::invalid_argument("attention: no keys (" + shapes + ")");
+}
+
+// Contiguous, nearly equal runs of tasks, one per thread slot. A thread claims tasks from its
+// own run first, then from the others' (the team may also be smaller than the slots).
+class TaskRuns {
+ public:
+  TaskRuns(int64_t tasks, int slots) : runs_(new Run[slots]), slots_(slots) {
+    for (int s = 0; s < slots; ++s) {
+      runs_[s].next.store(tasks * s / slots, std::memory_order_relaxed);
+      runs_[s].end = tasks * (s + 1) / slots;
+    }
+  }
+  // The next unclaimed task, or -1 when all are claimed.
+  int64_t claim(int slot) {
+    for (int i = 0; i < slots_; ++i) {
+      Run& run = runs_[(slot + i) % slots_];
+      if (run.next.load(std::memory_order_relaxed) >= run.end) continue;
+      const int64_t task = run.next.fetch_add(1, std::memory_order_relaxed);
+      if (task < run.end) return task;
+    }
+    return -1;
+  }
+
+ private:
+  struct alignas(64) Run {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  std::unique_ptr<Run[]> runs_;
+  int slots_;
+};
+
+// Where the tasks get K and V: a PackedKV, or the k and v tensors (read in place by fp32
+// kernels when V needs no padding, otherwise packed head by head by each thread).
+struct KVSource {
+  const PackedKVData* packed = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  int64_t keys = 0;
+};
+
+// Sub-tiles per task: as many as fit the cache, but enough tasks to balance the threads.
+int choose_subtiles(const AttentionGeometry& g, int64_t batch_heads, int64_t queries, int threads) {
+  const int64_t min_tasks = 8 * static_cast<int64_t>(threads);
+  int subtiles = g.max_subtiles;
+  auto tasks = [&](int s) { return batch_heads * ((queries + s * g.tile_queries - 1) / (s * g.tile_queries)); };
+  while (subtiles > 1 && tasks(subtiles) < min_tasks) --subtiles;
+  return subtiles;
+}
+
+// Storage of the calling thread kept from call to call; it only grows. (Fresh per-call
+// buffers of a few hundred KB would come from mmap and page-fault on every call.)
+class ThreadBuffer {
+ public:
+  float* get(int64_t slots) {
+    if (slots > size_) {
+      data_ = AlignedSlots(slots);
+      size_ = slots;
+    }
+    return data_.get();
+  }
+
+ private:
+  AlignedSlots data_;
+  int64_t size_ = 0;
+};
+
+thread_local ThreadBuffer t_scratch, t_packed_heads;
+
+// The heads of one batch item whose packed K and V a thread keeps (one head, or all of them).
+class HeadCache {
+ public:
+  HeadCache(const AttentionKernel& kernel, const AttentionGeometry& g, int64_t keys, int slots)
+      : kernel_(kernel),
+        g_(g),
+        keys_(keys),
+        slot_size_(packed_head_slots(g, keys)),
+        buffer_(t_packed_heads.get(slots * slot_size_)),
+        owner_(slots, -1) {}
+
+  HeadKV get(int slot, int64_t batch_head, const float* k, const float* v, int64_t stride) {
+    float* base = buffer_ + slot * slot_size_;
+    if (owner_[slot] != batch_head) {
+      kernel_.pack_head(g_, k, v, stride, keys_, base, base + g_.key_slots(keys_));
+      owner_[slot] = batch_head;
+    }
+    return packed_head(g_, base, keys_);
+  }
+
+ private:
+  const AttentionKernel& kernel_;
+  const AttentionGeometry& g_;
+  int64_t keys_, slot_size_;
+  float* buffer_;
+  std::vector<int64_t> owner_;
+};
+
+// How task numbers map to (batch, head, query tile). Tile-major runs all heads of a query tile
+// in turn, so the tile's q and output rows are read and written whole; head-major runs all
+// tiles of one head, so its K and V stay cached.
+struct TaskOrder {
+  int64_t heads, tiles;
+  bool tile_major;
+
+  void decode(int64_t task, int64_t& batch, int64_t& head, int64_t& tile) const {
+    batch = task / (heads * tiles);
+    const int64_t rest = task % (heads * tiles);
+    head = tile_major ? rest % heads : rest / tiles;
+    tile = tile_major ? rest / heads : rest % tiles;
+  }
+};
+
+Tensor run_attention(const AttentionKernel& kernel, AttentionGeometry g, const Tensor& q, const KVSource& kv, int heads,
+                     bool causal, int subtiles = 0) {
+  const int64_t batch = q.dim(0), queries = q.dim(1), channels = q.dim(2), d = g.head_dim;
   Tensor out(q.shape());
   if (out.numel() == 0) return out;
-
-  // Query blocks: about kScoreBlockFloats scores each, and at least one task per thread.
   const int threads = num_threads();
-  const int64_t target_rows = std::clamp<int64_t>(kScoreBlockFloats / keys, kMinBlockRows, kMaxBlockRows);
-  int64_t blocks = (queries + target_rows - 1) / target_rows;
-  blocks = std::min(queries, std::max(blocks, (threads + batch * heads - 1) / (batch * heads)));
-  const int64_t block_rows = (queries + blocks - 1) / blocks;
-  blocks = (queries + block_rows - 1) / block_rows;
-
-  detail::sync_openmp_threads();
-  const auto prims = block_primitives({block_rows, keys, head_dim, channels});
-  const auto& engine = detail::cpu_engine();
-
-  const size_t k_bytes = prims->scores_pd.weights_desc().get_size(), v_bytes = prims->mix_pd.weights_desc().get_size();
-  auto head_offset = [&](int64_t bh) { return (bh / heads) * keys * channels + (bh % heads) * head_dim; };
-
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-  const int64_t tasks = batch * heads * blocks;
+  g.subtiles = subtiles > 0 ? std::min(subtiles, g.max_subtiles) : choose_subtiles(g, batch * heads, queries, threads);
+  const int64_t task_queries = static_cast<int64_t>(g.subtiles) * g.tile_queries;
+  // Tile-major when the K and V of all heads fit in L2.
+  const TaskOrder order{heads, (queries + task_queries - 1) / task_queries, kv.keys * channels * 2 * 4 <= 512 * 1024};
+  const int64_t tasks = batch * heads * order.tiles;
+  const bool in_place = !kv.packed && !g.bf16 && g.padded_dim == d;
   const int team = static_cast<int>(std::min<int64_t>(threads, tasks));
+  TaskRuns runs(tasks, team);
   std::exception_ptr failure;
 #pragma omp parallel num_threads(team)
   {
     try {
-      AlignedFloats scores(block_rows * keys);
-      // This thread's copy of K^T and V of the head it is working on, packed on first use.
-      AlignedFloats packed_k(k_bytes / sizeof(float) + 1), packed_v(v_bytes / sizeof(float) + 1);
-      const memory k_weights(prims->scores_pd.weights_desc(), engine, packed_k.get());
-      const memory v_weights(prims->mix_pd.weights_desc(), engine, packed_v.get());
-      int64_t packed_head = -1;
-      // A last, partial block is computed on copies padded to block_rows rows, so one
-      // primitive serves every block.
-      std::unique_ptr<AlignedFloats> q_pad, out_pad;
-      std::vector<float> inv_sum(block_rows);
-      // Contiguous task ranges per thread, without a worksharing construct: a thread that
-      // fails must be able to leave without the others waiting for it at a barrier.
-      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-      for (int64_t task = tasks * t / nt; task < tasks * (t + 1) / nt; ++task) {
-        const int64_t bh = task / blocks, b = bh / heads, h = bh % heads;
-        if (bh != packed_head) {
-          detail::run_primitive(prims->pack_k, prims->pack_k_pd,
-                                {{DNNL_ARG_FROM, detail::wrap_memory(prims->pack_k_pd.src_desc(), k.data() + head_offset(bh))},
-                                 {DNNL_ARG_TO, k_weights}});
-          detail::run_primitive(prims->pack_v, prims->pack_v_pd,
-                                {{DNNL_ARG_FROM, detail::wrap_memory(prims->pack_v_pd.src_desc(), v.data() + head_offset(bh))},
-                                 {DNNL_ARG_TO, v_weights}});
-          packed_head = bh;
+      float* scratch = t_scratch.get(g.scratch_floats());
+      std::unique_ptr<HeadCache> cache;
+      if (!kv.packed && !in_place)
+        cache = std::make_unique<HeadCache>(kernel, g, kv.keys, order.tile_major ? heads : 1);
+      for (int64_t task; (task = runs.claim(omp_get_thread_num())) >= 0;) {
+        int64_t b, h, tile_index;
+        order.decode(task, b, h, tile_index);
+        const int64_t bh = b * heads + h, kv_offset = b * kv.keys * channels + h * d;
+        HeadKV head;
+        if (kv.packed) {
+          head = kv.packed->head(bh);
+        } else if (in_place) {
+          head = {kv.k + kv_offset, kv.v + kv_offset, channels, channels, kv.keys};
+        } else {
+          const int slot = order.tile_major ? static_cast<int>(h) : 0;
+          head = cache->get(slot, bh, kv.k + kv_offset, kv.v + kv_offset, channels);
         }
-        const int64_t row0 = (task % blocks) * block_rows, rows = std::min(block_rows, queries - row0);
-        const float* q_block = q.data() + (b * queries + row0) * channels + h * head_dim;
-        float* out_block = out.data() + (b * queries + row0) * channels + h * head_dim;
-        float* out_target = out_block;
-        if (rows < block_rows) {
-          if (!q_pad) {
-            q_pad = std::make_unique<AlignedFloats>(block_rows * channels);
-            out_pad = std::make_unique<AlignedFloats>(block_rows * channels);
-            std::memset(q_pad->get(), 0, sizeof(float) * block_rows * channels);
-          }
-          for (int64_t r = 0; r < rows; ++r)
-            std::memcpy(q_pad->get() + r * channels, q_block + r * channels, sizeof(float) * head_dim);
-          q_block = q_pad->get();
-          out_target = out_pad->get();
-        }
-        detail::run_primitive(prims->scores, prims->scores_pd,
-                              {{DNNL_ARG_SRC, detail::wrap_memory(prims->scores_pd.src_desc(), q_block)},
-                               {DNNL_ARG_WEIGHTS, k_weights},
-                               {DNNL_ARG_DST, memory(prims->scores_pd.dst_desc(), engine, scores.get())}});
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t valid = causal ? std::min(keys, row0 + r + 1) : keys;
-          inv_sum[r] = 1.f / exp_shifted_row(scores.get() + r * keys, keys, valid, scale);
-        }
-        detail::run_primitive(prims->mix, prims->mix_pd,
-                              {{DNNL_ARG_SRC, memory(prims->mix_pd.src_desc(), engine, scores.get())},
-                               {DNNL_ARG_WEIGHTS, v_weights},
-                               {DNNL_ARG_DST, memory(prims->mix_pd.dst_desc(), engine, out_target)}});
-        for (int64_t r = 0; r < rows; ++r) scale_row(out_target + r * channels, head_dim, inv_sum[r]);
-        if (out_target != out_block)
-          for (int64_t r = 0; r < rows; ++r)
-            std::memcpy(out_block + r * channels, out_target + r * channels, sizeof(float) * head_dim);
+        QueryTile tile;
+        tile.first = tile_index * task_queries;
+        tile.rows = std::min(task_queries, queries - tile.first);
+        tile.q = q.data() + (b * queries + tile.first) * channels + h * d;
+        tile.out = out.data() + (b * queries + tile.first) * channels + h * d;
+        tile.stride = channels;
+        tile.causal = causal;
+        kernel.run_tile(g, head, tile, scratch);
       }
     } catch (...) {
+      // Only the allocations above throw, before this thread claimed anything; the other
+      // threads take over its tasks.
 #pragma omp critical(lcmd_attention_failure)
       if (!failure) failure = std::current_exception();
     }
   }
   if (failure) std::rethrow_exception(failure);
+  // Q K^T and P V at the nominal size (a causal mask skips about half, but is counted whole).
+  count_macs(static_cast<uint64_t>(2 * batch * queries * kv.keys * channels));
   return out;
+}
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+std::vector<const AttentionKernel*> runnable_attention_kernels() {
+  std::vector<const AttentionKernel*> kernels;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (cpu_has_avx512() && __builtin_cpu_supports("avx512bf16")) kernels.push_back(&avx512_bf16_attention_kernel());
+  if (cpu_has_avx512()) kernels.push_back(&avx512_attention_kernel());
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back(&avx2_attention_kernel());
+#endif
+  kernels.push_back(&portable_attention_kernel());
+  return kernels;
+}
+
+const AttentionKernel& best_attention_kernel(bool bf16) {
+  static const std::vector<const AttentionKernel*> kernels = runnable_attention_kernels();
+  for (const AttentionKernel* kernel : kernels)
+    if (kernel->bf16 == bf16) return *kernel;
+  return best_attention_kernel(false);  // no bf16 kernel on this CPU
+}
+
+PackedKV pack_kv_with(const AttentionKernel& kernel, const Tensor& k, const Tensor& v, int heads) {
+  check_kv(k, v, heads);
+  auto data = std::make_shared<PackedKVData>();
+  data->kernel = &kernel;
+  data->batch = k.dim(0);
+  data->keys = k.dim(1);
+  data->channels = k.dim(2);
+  data->heads = heads;
+  data->geometry = kernel.geometry(data->channels / heads);
+  const AttentionGeometry& g = data->geometry;
+  data->head_slots = packed_head_slots(g, data->keys);
+  const int64_t head_count = data->batch * heads;
+  data->storage = AlignedSlots(head_count * data->head_slots);
+  const int64_t key_slots = g.key_slots(data->keys), d = g.head_dim, keys = data->keys, channels = data->channels;
+  // Work items of up to kChunkKeys keys of one head, so that one big head (the VAE's) is
+  // packed by all threads. Chunks start at even keys: bf16 V pairs never straddle two.
+  constexpr int64_t kChunkKeys = 512;
+  const int64_t chunks = std::max<int64_t>(1, (keys + kChunkKeys - 1) / kChunkKeys), items = head_count * chunks;
+  const int team = static_cast<int>(std::clamp<int64_t>(num_threads(), 1, items));
+#pragma omp parallel for num_threads(team) schedule(static)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t bh = item / chunks, first = item % chunks * kChunkKeys, count = std::min(kChunkKeys, keys - first);
+    const int64_t offset = bh / heads * keys * channels + bh % heads * d + first * channels;
+    float* dst = data->storage.get() + bh * data->head_slots;
+    kernel.pack_head(g, k.data() + offset, v.data() + offset, channels, count, dst + g.key_slots(first),
+                     dst + key_slots + g.value_slots(first));
+  }
+  return PackedKV(std::move(data));
+}
+
+Tensor attention_with(const AttentionKernel& kernel, const Tensor& q, const Tensor& k, const Tensor& v, int heads,
+                      bool causal, int subtiles) {
+  check_kv(k, v, heads);
+  check_q(q, k.dim(0), k.dim(1), k.dim(2), "k " + shape_str(k.shape()) + ", v " + shape_str(v.shape()));
+  const AttentionGeometry g = kernel.geometry(q.dim(2) / heads);
+  const bool needs_packing = g.bf16 || g.padded_dim != g.head_dim;
+  if (needs_packing && q.numel() > 0 && k.dim(0) * heads < num_threads()) {
+    // Fewer heads than threads: each thread would pack (and cache) its own copy of the same
+    // head. Pack them once, with all threads, instead.
+    const PackedKV packed = pack_kv_with(kernel, k, v, heads);
+    KVSource source;
+    source.packed = packed.data();
+    source.keys = k.dim(1);
+    return run_attention(kernel, g, q, source, heads, causal, subtiles);
+  }
+  KVSource source;
+  source.k = k.data();
+  source.v = v.data();
+  source.keys = k.dim(1);
+  return run_attention(kernel, g, q, source, heads, causal, subtiles);
+}
+
+}  // namespace detail
+
+PackedKV::PackedKV(const Tensor& k, const Tensor& v, int heads, AttentionPrecision precision)
+    : PackedKV(
+          detail::pack_kv_with(detail::best_attention_kernel(precision == AttentionPrecision::BF16), k, v, heads)) {}
+
+PackedKV::PackedKV(std::shared_ptr<const detail::PackedKVData> data) : data_(std::move(data)) {}
+
+int64_t PackedKV::batch() const { return data_ ? data_->batch : 0; }
+int64_t PackedKV::keys() const { return data_ ? data_->keys : 0; }
+int64_t PackedKV::channels() const { return data_ ? data_->channels : 0; }
+int PackedKV::heads() const { return data_ ? data_->heads : 0; }
+const char* PackedKV::kernel_name() const { return data_ ? data_->kernel->name : ""; }
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+  return attention(q, k, v, heads, causal, AttentionPrecision::FP32);
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal,
+                 AttentionPrecision precision) {
+  return detail::attention_with(detail::best_attention_kernel(precision == AttentionPrecision::BF16), q, k, v, heads,
+                                causal);
+}
+
+Tensor attention(const Tensor& q, const PackedKV& kv, bool causal) {
+  if (kv.empty()) throw std::invalid_argument("attention: the PackedKV is empty (default-constructed)");
+  const detail::PackedKVData& data = *kv.data();
+  detail::check_q(q, data.batch, data.keys, data.channels,
+                  "packed k/v [" + std::to_string(data.batch) + ", " + std::to_string(data.keys) + ", " +
+                      std::to_string(data.channels) + "]");
+  detail::KVSource source;
+  source.packed = &data;
+  source.keys = data.keys;
+  return detail::run_attention(*data.kernel, data.geometry, q, source, data.heads, causal);
+}
+
+const char* attention_kernel_name(AttentionPrecision precision) {
+  return detail::best_attention_kernel(precision == AttentionPrecision::BF16).name;
 }
 
 }  // namespace lcmd::ops

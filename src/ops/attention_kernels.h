@@ -1,58 +1,107 @@
 // Private to src/ops: the interface between attention.cpp (validation, K/V packing, threads)
-// and the per-ISA flash-attention tile kernels (attention_avx512.cpp, attention_avx2.cpp,
-// attention_portable.cpp). Tests include it to run every kernel the CPU supports.
+// and the per-ISA flash-attention tile kernels (attention_avx512.cpp, attention_avx512_bf16.cpp,
+// attention_avx2.cpp, attention_portable.cpp). Tests include it to run every kernel the CPU
+// supports.
 //
-// The kernels put queries in the vector lanes: a task is one (batch, head, tile of Mq
-// queries), its queries are transposed to Q^T [d][Mq] and its output accumulates as
-// O^T [dp][Mq]. Scores S^T = K Q^T then come out as rows of Mq lanes, one row per key, so the
+// The kernels put queries in the vector lanes: a task is one (batch, head, tile of queries),
+// its queries are transposed to Q^T [d][queries] and its output accumulates as
+// O^T [d][queries]. Scores S^T = K Q^T then come out one row of query lanes per key, so the
 // running max and sum of the online softmax are plain lane-wise vector operations (no
 // horizontal reductions), and a head dimension like 40 wastes no lanes.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "ops/ops.h"
+
 namespace lcmd::ops::detail {
 
-// How a kernel blocks its work and lays out packed K and V for one head dimension.
+// How a kernel blocks its work and lays out K and V for one head dimension.
 //
-// Packed K of one head: groups of key_group keys, each group [d][key_group] (the key_group
-// keys' values of channel c are adjacent, so the score micro-kernel broadcasts them from one
-// cache line); keys past the end of the sequence are zeros.
-// Packed V of one head: [keys][padded_dim], channels past d are zeros.
-// bf16 kernels store pairs of bfloat16 in each 32-bit slot (the low half is the first of the
-// pair, as vdpbf16ps reads them): K pairs channels (2c, 2c+1) -> groups [ceil(d/2)][key_group];
-// V pairs keys (2j, 2j+1) -> [ceil(keys/2)][padded_dim]. A missing partner is zero.
+// Kernels read K and V as rows with a stride in 32-bit slots. fp32 kernels read floats:
+// straight from the [B, S, H*d] tensors (stride H*d), or from a copy of one head (K [keys][d],
+// V [keys][padded_dim] with zeros past d) when V needs padding or when K and V are packed once
+// for many calls (PackedKV). bf16 kernels read packed pairs of bfloat16 (the low half of a
+// slot is the first of the pair, as vdpbf16ps reads them): K pairs channels (2c, 2c+1),
+// [keys][ceil(d/2)]; V pairs keys (2j, 2j+1), [ceil(keys/2)][padded_dim]. A missing partner
+// is zero.
 struct AttentionGeometry {
-  int lanes = 0;         // queries per vector register
-  int tile_queries = 0;  // Mq, queries per task: a multiple of lanes
-  int key_group = 0;     // R, keys per score micro-tile
-  int block_keys = 0;    // Nk, keys per online-softmax step: a multiple of key_group (even)
-  int value_chunk = 0;   // Rc, output channels per P*V micro-tile
-  int64_t head_dim = 0;  // d
+  int lanes = 0;           // queries per vector register
+  int tile_queries = 0;    // queries per sub-tile: a multiple of lanes
+  int block_keys = 0;      // keys per online-softmax step (even)
+  int value_chunk = 0;     // output channels per P*V micro-tile
+  int max_subtiles = 1;    // sub-tiles per task that keep a task's working set in L2
+  int subtiles = 1;        // sub-tiles per task of this call (<= max_subtiles), set by the caller
+  int64_t head_dim = 0;    // d
   int64_t padded_dim = 0;  // d rounded up to a multiple of value_chunk
   bool bf16 = false;
 
   int64_t key_slots(int64_t keys) const;    // 32-bit slots of one head's packed K
   int64_t value_slots(int64_t keys) const;  // 32-bit slots of one head's packed V
-  int64_t scratch_floats() const;           // per-thread scratch of run_tile
+  int64_t scratch_floats() const;           // per-thread scratch of run_tile (for `subtiles`)
 };
 
-// One (batch, head) of packed K and V (layouts above).
+// The candidate chunk size (listed in decreasing order) that pads d the least, the largest
+// one on ties.
+template <int N>
+inline int pick_value_chunk(int64_t head_dim, const int (&candidates)[N]) {
+  int best = candidates[0];
+  int64_t best_padded = -1;
+  for (int c : candidates) {
+    const int64_t padded = (head_dim + c - 1) / c * c;
+    if (best_padded < 0 || padded < best_padded) best = c, best_padded = padded;
+  }
+  return best;
+}
+
+// Keys per online-softmax block: smaller blocks for a large d keep a block of K and V in L2.
+inline int block_keys_for(int64_t head_dim) { return head_dim > 256 ? 48 : 96; }
+
+// Sub-tiles per task: their Q^T and O^T (2 d kTile floats each) and one block of K and V
+// should stay within about 640 KB of a 1 MB L2 cache.
+inline int max_subtiles_for(int64_t head_dim, int tile_queries, int block_keys) {
+  constexpr int64_t kBudgetBytes = 640 * 1024, kMaxSubtiles = 8;
+  const int64_t per_subtile = 2 * head_dim * tile_queries * 4, kv_block = 2 * block_keys * head_dim * 4;
+  return static_cast<int>(std::clamp<int64_t>((kBudgetBytes - kv_block) / per_subtile, 1, kMaxSubtiles));
+}
+
+// key_group: keys per score micro-tile (block_keys_for(d) must be a multiple).
+inline AttentionGeometry make_geometry(int lanes, int query_vectors, int key_group, int value_chunk, int64_t head_dim,
+                                       bool bf16) {
+  AttentionGeometry g;
+  g.lanes = lanes;
+  g.tile_queries = lanes * query_vectors;
+  const int block_keys = block_keys_for(head_dim) / key_group * key_group;
+  g.block_keys = block_keys;
+  g.value_chunk = value_chunk;
+  g.head_dim = head_dim;
+  g.padded_dim = (head_dim + value_chunk - 1) / value_chunk * value_chunk;
+  g.max_subtiles = max_subtiles_for(head_dim, g.tile_queries, block_keys);
+  g.subtiles = 1;
+  g.bf16 = bf16;
+  return g;
+}
+
+// One (batch, head) of K and V (layouts above); strides in 32-bit slots.
 struct HeadKV {
   const void* k = nullptr;
   const void* v = nullptr;
+  int64_t k_stride = 0;  // between key rows
+  int64_t v_stride = 0;  // between value rows (bf16: rows of key pairs)
   int64_t keys = 0;
 };
 
-// The query rows of one task and where their output goes. q and out point at the tile's
-// first row, at the head's first channel; rows are `stride` floats apart.
+// The query rows of one task (up to subtiles * tile_queries) and where their output goes. q
+// and out point at the task's first row, at the head's first channel; rows are `stride`
+// floats apart.
 struct QueryTile {
   const float* q = nullptr;
   float* out = nullptr;
   int64_t stride = 0;
-  int64_t first = 0;  // sequence index of the tile's first query (for the causal mask)
-  int64_t rows = 0;   // 1..tile_queries
+  int64_t first = 0;  // sequence index of the task's first query (for the causal mask)
+  int64_t rows = 0;
   bool causal = false;
 };
 
@@ -63,7 +112,15 @@ struct AttentionKernel {
   // softmax(q k^T / sqrt(d)) v for one tile; scratch holds geometry.scratch_floats() floats,
   // 64-byte aligned.
   void (*run_tile)(const AttentionGeometry& geometry, const HeadKV& kv, const QueryTile& tile, float* scratch);
+  // One head's K and V (rows `stride` floats apart) into the packed layout: key_slots(keys)
+  // slots at k_dst, value_slots(keys) at v_dst.
+  void (*pack_head)(const AttentionGeometry& geometry, const float* k, const float* v, int64_t stride, int64_t keys,
+                    void* k_dst, void* v_dst);
 };
+
+// pack_head of the fp32 kernels: row copies, V padded with zeros.
+void pack_fp32_head(const AttentionGeometry& geometry, const float* k, const float* v, int64_t stride, int64_t keys,
+                    void* k_dst, void* v_dst);
 
 const AttentionKernel& portable_attention_kernel();
 #if defined(__x86_64__)
@@ -79,17 +136,10 @@ std::vector<const AttentionKernel*> runnable_attention_kernels();
 // fp32 kernel on CPUs without AVX512_BF16.
 const AttentionKernel& best_attention_kernel(bool bf16);
 
-// The bf16 rounding of vdpbf16ps / vcvtneps2bf16 (round to nearest even; NaN stays NaN).
-inline uint16_t round_to_bf16(float x) {
-  uint32_t bits;
-  __builtin_memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-// Two bf16 values in one 32-bit slot, `first` in the low half.
-inline uint32_t bf16_pair(float first, float second) {
-  return static_cast<uint32_t>(round_to_bf16(first)) | static_cast<uint32_t>(round_to_bf16(second)) << 16;
-}
+// attention() and PackedKV with a given kernel (tests run every runnable kernel through these).
+// subtiles > 0 overrides the number of sub-tiles per task (clamped to the kernel's maximum).
+Tensor attention_with(const AttentionKernel& kernel, const Tensor& q, const Tensor& k, const Tensor& v, int heads,
+                      bool causal, int subtiles = 0);
+PackedKV pack_kv_with(const AttentionKernel& kernel, const Tensor& k, const Tensor& v, int heads);
 
 }  // namespace lcmd::ops::detail

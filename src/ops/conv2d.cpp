@@ -1,7 +1,18 @@
-// 2-D convolution on oneDNN (brgconv, NHWC activations). Weights are packed once; each
-// input shape gets its own primitive, cached. A 1x1 stride-1 convolution over NHWC is a
-// matrix product over pixels, so it runs as a Linear (brgemm matmul keeps one packed layout
-// for every pixel count, while brgconv_1x1 changes layout with the spatial size).
+// 2-D convolution on oneDNN. Weights are packed once; each input shape gets its own plan
+// (primitive + how to feed it), cached. A 1x1 stride-1 convolution over NHWC is a matrix
+// product over pixels, so it runs as a Linear (brgemm matmul keeps one packed layout for every
+// pixel count, while brgconv_1x1 changes layout with the spatial size).
+//
+// Algorithms (measured on a 2-core Zen 4, see ../shared/notes/compute-probe.md and
+// bench/ops_bench.cpp):
+//  - direct: brgconv on NHWC activations, in f32, bf16 or int8;
+//  - Winograd F(4x4, 3x3), f32 only: 2-3x faster on 3x3 stride-1 layers from ~256 output pixels
+//    up. oneDNN's Winograd takes nChw16c activations, so the input and output are re-laid out
+//    around it here (a few % of its time), and its weights stay in OIhw16i16o, transformed per
+//    call: the pre-transformed copy oneDNN can keep instead is 4x the weights' size (an SD1.5
+//    UNet in f32 would grow by GBs). Direct convolution on NHWC runs on OIhw16i16o weights too
+//    (jit:avx512_core: as fast as brgconv on the SD shapes measured, except 13 % slower at
+//    1280->1280@8x8), so such a layer keeps one copy for both.
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -13,6 +24,8 @@
 #include "ops/dnnl_impl.h"
 #include "ops/ops.h"
 #include "ops/parallel_impl.h"
+#include "ops/quantize_impl.h"
+#include "ops/work_counter.h"
 
 namespace lcmd::ops {
 
@@ -22,9 +35,22 @@ using tag = memory::format_tag;
 
 namespace {
 
-// The input size the packed weights layout is chosen for. brgconv picks the same 3x3 layout
-// for every size we measured (4x4 to 128x128); other sizes are checked in create_plan.
+// The input size the packed weights layout is chosen for: the UNet's size at 256x256 and the
+// VAE's first. Most other sizes run on the same layout; where the fast kernel wants another
+// (oneDNN 2.6 on Zen 4: f32 512/640 channels at 4x4, bf16 256 channels up to 8x8 and 320 from
+// 64x64, int8 up to 640 channels up to 16x16), create_direct_plan gives that plan its own copy.
 constexpr int64_t kPackingSize = 32;
+
+// Winograd (weights transformed per call) beats direct from about this many output pixels
+// (batch x height x width): at 16x16 by 1.15-1.25x, at 32x32 by 2x; at 8x8 the weight
+// transform makes it 2.7x slower. The choice is a fixed rule rather than a timing, so a given
+// shape always takes the same path and results are reproducible from run to run.
+constexpr int64_t kWinogradMinPixels = 256;
+
+// oneDNN's Winograd and blocked layouts work on channel blocks of 16.
+constexpr int64_t kChannelBlock = 16;
+
+enum class ConvAlgorithm { kDirect, kWinograd };
 
 struct PlanKey {
   int64_t batch, height, width;
@@ -34,19 +60,70 @@ struct PlanKey {
 };
 
 struct ConvPlan {
+  ConvAlgorithm algorithm;
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward primitive;
-  memory weights;  // the shared packed weights, or a private re-layout (see create_plan)
+  memory weights;                              // the shared packed weights, or a private re-layout
+  std::optional<detail::ReorderStep> to_bf16;  // BF16: the f32 -> bf16 source conversion
 };
+
+// Pixels per task of the layout conversions: 64 pixels of up to 1280 channels stay in L2.
+constexpr int64_t kPixelTile = 64;
+
+// NHWC <-> nChw16c for the pixels [begin, end) of one image with `pixels` pixels. On the way
+// back, a residual (NHWC, or null) is added.
+LCMD_VECTOR_CLONES
+void nhwc_to_blocked(const float* nhwc, float* blocked, int64_t channels, int64_t pixels, int64_t begin, int64_t end) {
+  for (int64_t b = 0; b < channels / kChannelBlock; ++b)
+    for (int64_t p = begin; p < end; ++p) {
+      const float* from = nhwc + p * channels + b * kChannelBlock;
+      float* to = blocked + (b * pixels + p) * kChannelBlock;
+#pragma omp simd
+      for (int64_t i = 0; i < kChannelBlock; ++i) to[i] = from[i];
+    }
+}
+
+LCMD_VECTOR_CLONES
+void blocked_to_nhwc(const float* blocked, const float* residual, float* nhwc, int64_t channels, int64_t pixels,
+                     int64_t begin, int64_t end) {
+  for (int64_t b = 0; b < channels / kChannelBlock; ++b)
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t offset = p * channels + b * kChannelBlock;
+      const float* from = blocked + (b * pixels + p) * kChannelBlock;
+      if (residual) {
+#pragma omp simd
+        for (int64_t i = 0; i < kChannelBlock; ++i) nhwc[offset + i] = from[i] + residual[offset + i];
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < kChannelBlock; ++i) nhwc[offset + i] = from[i];
+      }
+    }
+}
+
+// Runs convert(image, begin, end) over pixel tiles of every image, on all threads.
+template <class F>
+void for_pixel_tiles(int64_t batch, int64_t pixels, int64_t channels, F&& convert) {
+  const int64_t tiles = (pixels + kPixelTile - 1) / kPixelTile;
+  const int64_t tiles_per_thread = std::max<int64_t>(1, detail::kElementwiseGrain / (kPixelTile * channels));
+  detail::parallel_range(batch * tiles, tiles_per_thread, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t image = t / tiles, begin = (t % tiles) * kPixelTile;
+      convert(image, begin, std::min(pixels, begin + kPixelTile));
+    }
+  });
+}
 
 }  // namespace
 
 struct Conv2d::Impl {
   int cin = 0, cout = 0, kernel = 0, stride = 1, padding = 0;
   bool has_bias = false;
+  Precision precision = Precision::FP32;
+  bool winograd_capable = false;    // weights are OIhw16i16o f32, usable by Winograd and direct
   std::optional<Linear> pointwise;  // set for 1x1, stride 1, no padding
-  memory weights;                   // [cout, cin, k, k] packed
-  memory bias;                      // [cout]
+  memory weights;                   // [cout, cin, k, k] packed, in weights_type(precision)
+  memory bias;                      // [cout] float32
+  detail::Int8Scaling int8;         // INT8 only
   std::mutex mutex;
   std::map<PlanKey, std::shared_ptr<const ConvPlan>> plans;
 
@@ -54,43 +131,90 @@ struct Conv2d::Impl {
 
   std::string describe() const {
     return "Conv2d(cin=" + std::to_string(cin) + ", cout=" + std::to_string(cout) + ", kernel=" +
-           std::to_string(kernel) + ", stride=" + std::to_string(stride) + ", padding=" + std::to_string(padding) + ")";
+           std::to_string(kernel) + ", stride=" + std::to_string(stride) + ", padding=" + std::to_string(padding) +
+           ", " + precision_name(precision) + ")";
   }
 
-  dnnl::convolution_forward::primitive_desc make_pd(const PlanKey& key, const memory::desc& weights_md) const {
-    const memory::desc src({key.batch, cin, key.height, key.width}, dt::f32, tag::nhwc);
-    const memory::desc dst({key.batch, cout, output_size(key.height), output_size(key.width)}, dt::f32, tag::nhwc);
+  memory::desc source_desc(const PlanKey& key, dt type, tag layout) const {
+    return memory::desc({key.batch, cin, key.height, key.width}, type, layout);
+  }
+  memory::desc destination_desc(const PlanKey& key, tag layout) const {
+    return memory::desc({key.batch, cout, output_size(key.height), output_size(key.width)}, dt::f32, layout);
+  }
+  memory::desc any_weights() const {
+    return memory::desc({cout, cin, kernel, kernel}, detail::weights_type(precision), tag::any);
+  }
+  memory::desc winograd_weights() const { return memory::desc({cout, cin, kernel, kernel}, dt::f32, tag::OIhw16i16o); }
+
+  dnnl::primitive_attr attributes(bool residual) const {
+    // The output channel is dimension 1 of the NCHW-ordered destination.
+    if (precision == Precision::INT8) return detail::int8_attributes(int8.weight_scales, 1, 4, residual);
     dnnl::primitive_attr attr = detail::user_scratchpad_attr();
-    if (key.residual) {  // dst holds the residual on entry: dst = conv(x) + b + dst
+    if (residual) {  // dst holds the residual on entry: dst = conv(x) + b + dst
       dnnl::post_ops ops;
       ops.append_sum(1.f);
       attr.set_post_ops(ops);
     }
-    const memory::dims strides{stride, stride}, pad{padding, padding};
-    const auto kind = dnnl::prop_kind::forward_inference;
-    const auto algo = dnnl::algorithm::convolution_direct;
-    const auto desc = has_bias ? dnnl::convolution_forward::desc(kind, algo, src, weights_md, bias.get_desc(), dst,
-                                                                 strides, pad, pad)
-                               : dnnl::convolution_forward::desc(kind, algo, src, weights_md, dst, strides, pad, pad);
-    return dnnl::convolution_forward::primitive_desc(desc, attr, detail::cpu_engine());
+    return attr;
   }
 
-  memory::desc any_weights() const { return memory::desc({cout, cin, kernel, kernel}, dt::f32, tag::any); }
+  dnnl::convolution_forward::primitive_desc make_pd(dnnl::prop_kind kind, dnnl::algorithm algorithm,
+                                                    const memory::desc& src, const memory::desc& weights_md,
+                                                    const memory::desc& dst, bool residual) const {
+    const memory::dims strides{stride, stride}, pad{padding, padding};
+    const auto desc = has_bias ? dnnl::convolution_forward::desc(kind, algorithm, src, weights_md, bias.get_desc(), dst,
+                                                                 strides, pad, pad)
+                               : dnnl::convolution_forward::desc(kind, algorithm, src, weights_md, dst, strides, pad, pad);
+    return dnnl::convolution_forward::primitive_desc(desc, attributes(residual), detail::cpu_engine());
+  }
 
-  std::shared_ptr<const ConvPlan> create_plan(const PlanKey& key) const {
+  dnnl::convolution_forward::primitive_desc make_direct_pd(const PlanKey& key, const memory::desc& weights_md) const {
+    return make_pd(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                   source_desc(key, detail::source_type(precision), tag::nhwc), weights_md,
+                   destination_desc(key, tag::nhwc), key.residual);
+  }
+
+  // forward_training is what makes oneDNN take OIhw16i16o weights and transform them per
+  // call; for inference it insists on its 4x larger pre-transformed layout. The residual is
+  // added while converting the output back to NHWC.
+  dnnl::convolution_forward::primitive_desc make_winograd_pd(const PlanKey& key) const {
+    return make_pd(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_winograd,
+                   source_desc(key, dt::f32, tag::nChw16c), winograd_weights(), destination_desc(key, tag::nChw16c),
+                   false);
+  }
+
+  std::optional<ConvPlan> create_winograd_plan(const PlanKey& key) const {
+    try {
+      auto pd = make_winograd_pd(key);
+      if (detail::is_reference_impl(pd)) return std::nullopt;
+      return ConvPlan{ConvAlgorithm::kWinograd, pd, dnnl::convolution_forward(pd), weights, std::nullopt};
+    } catch (const dnnl::error&) {  // e.g. padding the Winograd kernels do not take
+      return std::nullopt;
+    }
+  }
+
+  ConvPlan create_direct_plan(const PlanKey& key) const {
     std::optional<dnnl::convolution_forward::primitive_desc> pd;
     try {
-      pd = make_pd(key, weights.get_desc());
+      pd = make_direct_pd(key, weights.get_desc());
     } catch (const dnnl::error&) {  // no implementation at all takes the packed layout here
     }
     memory plan_weights = weights;
     if (!pd || detail::is_reference_impl(*pd)) {
       // No fast kernel takes the packed layout at this shape: give this plan its own copy in
       // the layout it prefers rather than running the naive loops.
-      pd = make_pd(key, any_weights());
+      pd = make_direct_pd(key, any_weights());
       plan_weights = detail::relayout(weights, pd->weights_desc());
     }
-    return std::make_shared<const ConvPlan>(ConvPlan{*pd, dnnl::convolution_forward(*pd), plan_weights});
+    std::optional<detail::ReorderStep> to_bf16;
+    if (precision == Precision::BF16) to_bf16 = detail::make_reorder(source_desc(key, dt::f32, tag::nhwc), pd->src_desc());
+    return ConvPlan{ConvAlgorithm::kDirect, *pd, dnnl::convolution_forward(*pd), plan_weights, std::move(to_bf16)};
+  }
+
+  std::shared_ptr<const ConvPlan> create_plan(const PlanKey& key) const {
+    if (winograd_capable && key.batch * output_size(key.height) * output_size(key.width) >= kWinogradMinPixels)
+      if (auto plan = create_winograd_plan(key)) return std::make_shared<const ConvPlan>(std::move(*plan));
+    return std::make_shared<const ConvPlan>(create_direct_plan(key));
   }
 
   std::shared_ptr<const ConvPlan> plan(const PlanKey& key) {
@@ -98,6 +222,111 @@ struct Conv2d::Impl {
     auto it = plans.find(key);
     if (it == plans.end()) it = plans.emplace(key, create_plan(key)).first;
     return it->second;
+  }
+
+  PlanKey packing_key() const {
+    const int64_t size = std::max<int64_t>(kPackingSize, kernel);
+    return PlanKey{1, size, size, false, num_threads()};
+  }
+
+  // Winograd needs 3x3, stride 1, padding <= 1 and whole channel blocks; the layer qualifies
+  // if oneDNN has fast Winograd and direct kernels on OIhw16i16o weights for it.
+  bool winograd_works() const {
+    if (precision != Precision::FP32 || kernel != 3 || stride != 1 || padding > 1 || cin % kChannelBlock != 0 ||
+        cout % kChannelBlock != 0)
+      return false;
+    try {
+      const PlanKey key = packing_key();
+      return !detail::is_reference_impl(make_winograd_pd(key)) &&
+             !detail::is_reference_impl(make_direct_pd(key, winograd_weights()));
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }
+
+  // The direct primitive the packed layout is chosen for, or nothing if oneDNN has only its
+  // reference loops (or nothing at all) at this precision.
+  std::optional<dnnl::convolution_forward::primitive_desc> packing_pd() const {
+    try {
+      auto pd = make_direct_pd(packing_key(), any_weights());
+      if (precision == Precision::FP32 || !detail::is_reference_impl(pd)) return pd;
+    } catch (const dnnl::error&) {
+    }
+    return std::nullopt;
+  }
+
+  void pack_weights(const float* weight) {
+    const memory user_weights = detail::wrap_memory({{cout, cin, kernel, kernel}, dt::f32, tag::oihw}, weight);
+    winograd_capable = winograd_works();
+    if (winograd_capable) {
+      weights = detail::relayout(user_weights, winograd_weights());
+      return;
+    }
+    std::optional<detail::Int8Weights> quantized;
+    if (precision == Precision::INT8) {  // the output scales are part of the primitive
+      quantized = detail::quantize_per_channel(weight, cout, static_cast<int64_t>(cin) * kernel * kernel);
+      int8.weight_scales = quantized->scales;
+    }
+    std::optional<dnnl::convolution_forward::primitive_desc> pd = packing_pd();
+    if (!pd && precision != Precision::FP32) {
+      detail::note_layer_fallback(precision, describe());
+      precision = Precision::FP32;
+      quantized.reset();
+      int8 = {};
+      pd = packing_pd();
+    }
+    if (!pd) throw std::runtime_error(describe() + ": oneDNN has no convolution for this layer");
+    const memory plain = quantized ? detail::wrap_memory({{cout, cin, kernel, kernel}, dt::s8, tag::oihw},
+                                                         quantized->values.data())
+                                   : user_weights;
+    weights = detail::relayout(plain, pd->weights_desc());  // int8: also computes oneDNN's zero-point compensation
+  }
+
+  // Checks x (and the residual) against the layer; returns the plan key of the call.
+  PlanKey key_for(const Shape& x, const Tensor* residual) const {
+    if (x.size() != 4 || x[3] != cin)
+      throw std::invalid_argument(describe() + ": input " + shape_str(x) + " must be NHWC [N, H, W, " +
+                                  std::to_string(cin) + "]");
+    const int64_t out_h = output_size(x[1]), out_w = output_size(x[2]);
+    if (x[1] <= 0 || x[2] <= 0 || out_h <= 0 || out_w <= 0)
+      throw std::invalid_argument(describe() + ": input " + shape_str(x) + " is too small for the kernel");
+    const Shape out_shape{x[0], out_h, out_w, cout};
+    if (residual && residual->shape() != out_shape)
+      throw std::invalid_argument(describe() + ": residual " + shape_str(residual->shape()) +
+                                  " does not match the output " + shape_str(out_shape));
+    return PlanKey{x[0], x[1], x[2], residual != nullptr, num_threads()};
+  }
+
+  // y = conv(x) (+ residual): the primitive's sum post-op adds the residual copied into y.
+  void run_direct(const ConvPlan& plan, const Tensor& x, const Tensor* residual, Tensor& y) const {
+    if (residual) detail::parallel_copy(y.data(), residual->data(), y.numel());
+    const detail::SourceArguments source(precision, x.data(), x.numel(), plan.pd.src_desc(),
+                                         plan.to_bf16 ? &*plan.to_bf16 : nullptr, bias, &int8);
+    std::unordered_map<int, memory> args{{DNNL_ARG_WEIGHTS, plan.weights},
+                                         {DNNL_ARG_DST, detail::wrap_memory(plan.pd.dst_desc(), y.data())}};
+    source.add_to(args);
+    detail::run_primitive(plan.primitive, plan.pd, std::move(args));
+  }
+
+  // y = conv(x) (+ residual), converting to and from the blocked layout around the primitive.
+  void run_winograd(const ConvPlan& plan, const Tensor& x, const Tensor* residual, Tensor& y) const {
+    const memory::desc src_md = plan.pd.src_desc(), dst_md = plan.pd.dst_desc();
+    auto* src = static_cast<float*>(detail::thread_buffer(detail::ThreadBuffer::kBlockedSource, src_md.get_size()));
+    auto* dst = static_cast<float*>(detail::thread_buffer(detail::ThreadBuffer::kBlockedDestination, dst_md.get_size()));
+    const int64_t in_pixels = x.dim(1) * x.dim(2), out_pixels = y.dim(1) * y.dim(2);
+    for_pixel_tiles(x.dim(0), in_pixels, cin, [&](int64_t image, int64_t begin, int64_t end) {
+      nhwc_to_blocked(x.data() + image * in_pixels * cin, src + image * in_pixels * cin, cin, in_pixels, begin, end);
+    });
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, detail::wrap_memory(src_md, src)},
+                                         {DNNL_ARG_WEIGHTS, plan.weights},
+                                         {DNNL_ARG_DST, detail::wrap_memory(dst_md, dst)}};
+    if (has_bias) args.emplace(DNNL_ARG_BIAS, bias);
+    detail::run_primitive(plan.primitive, plan.pd, std::move(args));
+    for_pixel_tiles(y.dim(0), out_pixels, cout, [&](int64_t image, int64_t begin, int64_t end) {
+      const int64_t offset = image * out_pixels * cout;
+      blocked_to_nhwc(dst + offset, residual ? residual->data() + offset : nullptr, y.data() + offset, cout,
+                      out_pixels, begin, end);
+    });
   }
 };
 
@@ -116,57 +345,57 @@ Conv2d::Conv2d(const float* weight, const float* bias, int cin, int cout, int ke
   m.stride = stride;
   m.padding = padding;
   m.has_bias = bias != nullptr;
+  m.precision = precision;
   if (cin <= 0 || cout <= 0 || kernel <= 0 || stride <= 0 || padding < 0)
     throw std::invalid_argument(m.describe() + ": channels, kernel and stride must be positive, padding >= 0");
   if (!weight) throw std::invalid_argument(m.describe() + ": weight pointer is null");
-  if (precision != Precision::FP32)
-    throw std::invalid_argument(m.describe() + ": unsupported precision " + precision_name(precision));
 
   if (kernel == 1 && stride == 1 && padding == 0) {
     m.pointwise.emplace(weight, bias, cin, cout, precision);  // [cout, cin, 1, 1] == [cout, cin]
+    m.precision = m.pointwise->precision();
     return;
   }
+  m.precision = detail::layer_precision(precision, cin, cout);
   if (bias) {
     m.bias = memory({{cout}, dt::f32, tag::x}, detail::cpu_engine());
     std::memcpy(m.bias.get_data_handle(), bias, sizeof(float) * cout);
+    if (m.precision == Precision::INT8) m.int8.bias.assign(bias, bias + cout);
   }
-  const int64_t size = std::max<int64_t>(kPackingSize, kernel);
-  const auto pd = m.make_pd(PlanKey{1, size, size, false, num_threads()}, m.any_weights());
-  const memory user_weights = detail::wrap_memory({{cout, cin, kernel, kernel}, dt::f32, tag::oihw}, weight);
-  m.weights = detail::relayout(user_weights, pd.weights_desc());
+  m.pack_weights(weight);
 }
 
 Tensor Conv2d::operator()(const Tensor& x, const Tensor* residual) const {
   if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
   Impl& m = *impl_;
-  if (x.rank() != 4 || x.dim(3) != m.cin)
-    throw std::invalid_argument(m.describe() + ": input " + shape_str(x.shape()) + " must be NHWC [N, H, W, " +
-                                std::to_string(m.cin) + "]");
-  const int64_t batch = x.dim(0), height = x.dim(1), width = x.dim(2);
-  const int64_t out_h = m.output_size(height), out_w = m.output_size(width);
-  if (height <= 0 || width <= 0 || out_h <= 0 || out_w <= 0)
-    throw std::invalid_argument(m.describe() + ": input " + shape_str(x.shape()) + " is too small for the kernel");
-  const Shape out_shape{batch, out_h, out_w, m.cout};
-  if (residual && residual->shape() != out_shape)
-    throw std::invalid_argument(m.describe() + ": residual " + shape_str(residual->shape()) +
-                                " does not match the output " + shape_str(out_shape));
+  const PlanKey key = m.key_for(x.shape(), residual);
   if (m.pointwise) return (*m.pointwise)(x, residual);
 
-  Tensor y(out_shape);
-  if (batch == 0) return y;
-  if (residual) detail::parallel_copy(y.data(), residual->data(), y.numel());
+  Tensor y({key.batch, m.output_size(key.height), m.output_size(key.width), m.cout});
+  if (key.batch == 0) return y;
+  count_macs(static_cast<uint64_t>(y.numel()) * m.cin * m.kernel * m.kernel);
   detail::sync_openmp_threads();
-  const auto plan = m.plan(PlanKey{batch, height, width, residual != nullptr, num_threads()});
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, detail::wrap_memory(plan->pd.src_desc(), x.data())},
-      {DNNL_ARG_WEIGHTS, plan->weights},
-      {DNNL_ARG_DST, detail::wrap_memory(plan->pd.dst_desc(), y.data())}};
-  if (m.has_bias) args.emplace(DNNL_ARG_BIAS, m.bias);
-  detail::run_primitive(plan->primitive, plan->pd, std::move(args));
+  const auto plan = m.plan(key);
+  if (plan->algorithm == ConvAlgorithm::kWinograd)
+    m.run_winograd(*plan, x, residual, y);
+  else
+    m.run_direct(*plan, x, residual, y);
   return y;
 }
 
 int Conv2d::in_channels() const { return impl_ ? impl_->cin : 0; }
 int Conv2d::out_channels() const { return impl_ ? impl_->cout : 0; }
+Precision Conv2d::precision() const { return impl_ ? impl_->precision : Precision::FP32; }
+
+std::string Conv2d::implementation(const Shape& input) const {
+  if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
+  Impl& m = *impl_;
+  const PlanKey key = m.key_for(input, nullptr);
+  if (m.pointwise) return m.pointwise->implementation(key.batch * key.height * key.width);
+  if (key.batch == 0) throw std::invalid_argument(m.describe() + ": batch must be positive to run a kernel");
+  detail::sync_openmp_threads();
+  const auto plan = m.plan(key);
+  return std::string(precision_name(m.precision)) +
+         (plan->algorithm == ConvAlgorithm::kWinograd ? " winograd " : " direct ") + plan->pd.impl_info_str();
+}
 
 }  // namespace lcmd::ops

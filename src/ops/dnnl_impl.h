@@ -3,7 +3,11 @@
 #pragma once
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <cstddef>
+#include <string>
 #include <unordered_map>
+
+#include "core/dtype.h"
 
 namespace lcmd::ops::detail {
 
@@ -23,7 +27,28 @@ void run_primitive(const dnnl::primitive& prim, const dnnl::primitive_desc_base&
 void sync_openmp_threads();
 
 // A memory object over caller-owned data (no copy).
-dnnl::memory wrap_memory(const dnnl::memory::desc& md, const float* data);
+dnnl::memory wrap_memory(const dnnl::memory::desc& md, const void* data);
+
+// Grow-only, 64-byte aligned buffers owned by the calling thread, one per slot, for the
+// copies an op makes of its input or output for one call (bf16/int8 sources, Winograd's
+// blocked layout). They live as long as the thread, sized by the largest call so far.
+enum class ThreadBuffer { kConvertedSource, kBlockedSource, kBlockedDestination };
+constexpr size_t kThreadBufferCount = 3;
+void* thread_buffer(ThreadBuffer slot, size_t bytes);
+
+// Layers with fewer input or output channels than this run INT8 requests as BF16 (or FP32):
+// such thin layers (SD's conv_in 4->320 and conv_out 320->4) are memory-bound, so int8 saves
+// nothing there, while their error lands on the model's input or output unfiltered.
+constexpr int64_t kMinInt8Channels = 16;
+
+// The precision a layer asking for `requested` runs at on this CPU (runnable_precision in
+// ops.h, and the thin-layer rule above); prints a one-time note on stderr when the CPU lacks
+// the requested precision.
+Precision layer_precision(Precision requested, int64_t in_channels, int64_t out_channels);
+
+// Prints a one-time note (per precision) that oneDNN has only its reference loops for a layer
+// at that precision, so the layer runs fp32.
+void note_layer_fallback(Precision requested, const std::string& layer);
 
 }  // namespace lcmd::ops::detail
 
@@ -35,6 +60,13 @@ bool is_reference_impl(const dnnl::primitive_desc_base& pd);
 
 // A new memory object with from's contents in layout `to` (a oneDNN reorder).
 dnnl::memory relayout(const dnnl::memory& from, const dnnl::memory::desc& to);
+
+// A reorder (layout or data type conversion) created once and run per call with run_primitive.
+struct ReorderStep {
+  dnnl::reorder::primitive_desc pd;
+  dnnl::reorder primitive;
+};
+ReorderStep make_reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to);
 
 // dst[i] = src[i] for n floats, split over the threads.
 void parallel_copy(float* dst, const float* src, int64_t n);

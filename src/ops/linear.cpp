@@ -1,5 +1,6 @@
 // Linear layers on oneDNN matmul: weights packed once into the blocked layout of the brgemm
-// kernel, one primitive per row count (and residual yes/no), cached.
+// kernel (bf16, or int8 quantized per output channel, at those precisions), one primitive
+// per row count (and residual yes/no), cached.
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -10,6 +11,8 @@
 #include "ops/dnnl_impl.h"
 #include "ops/ops.h"
 #include "ops/parallel_impl.h"
+#include "ops/quantize_impl.h"
+#include "ops/work_counter.h"
 
 namespace lcmd::ops {
 
@@ -33,7 +36,8 @@ struct PlanKey {
 struct MatmulPlan {
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul primitive;
-  memory weights;  // the shared packed weights, or a private re-layout (see create_plan)
+  memory weights;                                 // the shared packed weights, or a private re-layout
+  std::optional<detail::ReorderStep> to_bf16;     // BF16: the f32 -> bf16 source conversion
 };
 
 }  // namespace
@@ -41,22 +45,36 @@ struct MatmulPlan {
 struct Linear::Impl {
   int in = 0, out = 0;
   bool has_bias = false;
-  memory weights;  // [in, out] as matmul's B, packed
-  memory bias;     // [1, out]
+  Precision precision = Precision::FP32;
+  memory weights;              // [in, out] as matmul's B, packed, in weights_type(precision)
+  memory bias;                 // [1, out] float32
+  detail::Int8Scaling int8;    // INT8 only
   std::mutex mutex;
   std::map<PlanKey, std::shared_ptr<const MatmulPlan>> plans;
 
-  dnnl::matmul::primitive_desc make_pd(int64_t rows, bool residual, const memory::desc& weights_md) const {
-    const memory::desc src({rows, in}, dt::f32, tag::ab), dst({rows, out}, dt::f32, tag::ab);
+  std::string describe() const {
+    return "Linear(in=" + std::to_string(in) + ", out=" + std::to_string(out) + ", " + precision_name(precision) + ")";
+  }
+
+  dnnl::primitive_attr attributes(bool residual) const {
+    // The output channel is dimension 1 of the [rows, out] destination.
+    if (precision == Precision::INT8) return detail::int8_attributes(int8.weight_scales, 1, 2, residual);
     dnnl::primitive_attr attr = detail::user_scratchpad_attr();
     if (residual) {  // dst holds the residual on entry: dst = x W^T + b + dst
       dnnl::post_ops ops;
       ops.append_sum(1.f);
       attr.set_post_ops(ops);
     }
+    return attr;
+  }
+
+  memory::desc any_weights() const { return memory::desc({in, out}, detail::weights_type(precision), tag::any); }
+
+  dnnl::matmul::primitive_desc make_pd(int64_t rows, bool residual, const memory::desc& weights_md) const {
+    const memory::desc src({rows, in}, detail::source_type(precision), tag::ab), dst({rows, out}, dt::f32, tag::ab);
     const auto desc = has_bias ? dnnl::matmul::desc(src, weights_md, bias.get_desc(), dst)
                                : dnnl::matmul::desc(src, weights_md, dst);
-    return dnnl::matmul::primitive_desc(desc, attr, detail::cpu_engine());
+    return dnnl::matmul::primitive_desc(desc, attributes(residual), detail::cpu_engine());
   }
 
   std::shared_ptr<const MatmulPlan> create_plan(int64_t rows, bool residual) const {
@@ -69,10 +87,12 @@ struct Linear::Impl {
     if (!pd || detail::is_reference_impl(*pd)) {
       // No fast kernel takes the packed layout at this row count: give this plan its own copy
       // in the layout it prefers rather than running the naive loops.
-      pd = make_pd(rows, residual, memory::desc({in, out}, dt::f32, tag::any));
+      pd = make_pd(rows, residual, any_weights());
       plan_weights = detail::relayout(weights, pd->weights_desc());
     }
-    return std::make_shared<const MatmulPlan>(MatmulPlan{*pd, dnnl::matmul(*pd), plan_weights});
+    std::optional<detail::ReorderStep> to_bf16;
+    if (precision == Precision::BF16) to_bf16 = detail::make_reorder(memory::desc({rows, in}, dt::f32, tag::ab), pd->src_desc());
+    return std::make_shared<const MatmulPlan>(MatmulPlan{*pd, dnnl::matmul(*pd), plan_weights, std::move(to_bf16)});
   }
 
   std::shared_ptr<const MatmulPlan> plan(int64_t rows, bool residual) {
@@ -81,6 +101,50 @@ struct Linear::Impl {
     auto it = plans.find(key);
     if (it == plans.end()) it = plans.emplace(key, create_plan(rows, residual)).first;
     return it->second;
+  }
+
+  // The primitive the packed layout is chosen for, or nothing if oneDNN has only its
+  // reference loops (or nothing at all) at this precision.
+  std::optional<dnnl::matmul::primitive_desc> packing_pd() const {
+    try {
+      auto pd = make_pd(kPackingRows, false, any_weights());
+      if (precision == Precision::FP32 || !detail::is_reference_impl(pd)) return pd;
+    } catch (const dnnl::error&) {
+    }
+    return std::nullopt;
+  }
+
+  void pack_weights(const float* weight) {
+    std::optional<detail::Int8Weights> quantized;
+    if (precision == Precision::INT8) {  // the output scales are part of the primitive
+      quantized = detail::quantize_per_channel(weight, out, in);
+      int8.weight_scales = quantized->scales;
+    }
+    std::optional<dnnl::matmul::primitive_desc> pd = packing_pd();
+    if (!pd && precision != Precision::FP32) {
+      detail::note_layer_fallback(precision, describe());
+      precision = Precision::FP32;
+      quantized.reset();
+      int8 = {};
+      pd = packing_pd();
+    }
+    if (!pd) throw std::runtime_error(describe() + ": oneDNN has no matrix product for this layer");
+    // PyTorch's [out, in] row-major weight is matmul's B = W^T [in, out] in column-major (ba).
+    const memory plain = quantized ? detail::wrap_memory({{in, out}, dt::s8, tag::ba}, quantized->values.data())
+                                   : detail::wrap_memory({{in, out}, dt::f32, tag::ba}, weight);
+    weights = detail::relayout(plain, pd->weights_desc());  // int8: also computes oneDNN's zero-point compensation
+  }
+
+  int64_t rows_of(const Tensor& x, const Tensor* residual, Shape* out_shape) const {
+    if (x.rank() < 1 || x.dim(-1) != in)
+      throw std::invalid_argument(describe() + ": input " + shape_str(x.shape()) + " must have " + std::to_string(in) +
+                                  " features in its last dimension");
+    *out_shape = x.shape();
+    out_shape->back() = out;
+    if (residual && residual->shape() != *out_shape)
+      throw std::invalid_argument(describe() + ": residual " + shape_str(residual->shape()) +
+                                  " does not match the output " + shape_str(*out_shape));
+    return x.numel() / in;
   }
 };
 
@@ -95,49 +159,51 @@ Linear::Linear(const float* weight, const float* bias, int in, int out, Precisio
     throw std::invalid_argument("Linear: features must be positive, got in=" + std::to_string(in) +
                                 " out=" + std::to_string(out));
   if (!weight) throw std::invalid_argument("Linear: weight pointer is null");
-  if (precision != Precision::FP32)
-    throw std::invalid_argument(std::string("Linear: unsupported precision ") + precision_name(precision));
-  impl_->in = in;
-  impl_->out = out;
-  impl_->has_bias = bias != nullptr;
+  Impl& m = *impl_;
+  m.in = in;
+  m.out = out;
+  m.has_bias = bias != nullptr;
+  m.precision = detail::layer_precision(precision, in, out);
   if (bias) {
-    impl_->bias = memory({{1, out}, dt::f32, tag::ab}, detail::cpu_engine());
-    std::memcpy(impl_->bias.get_data_handle(), bias, sizeof(float) * out);
+    m.bias = memory({{1, out}, dt::f32, tag::ab}, detail::cpu_engine());
+    std::memcpy(m.bias.get_data_handle(), bias, sizeof(float) * out);
+    if (m.precision == Precision::INT8) m.int8.bias.assign(bias, bias + out);
   }
-  // PyTorch's [out, in] row-major weight is matmul's B = W^T [in, out] in column-major (ba).
-  const memory user_weights = detail::wrap_memory({{in, out}, dt::f32, tag::ba}, weight);
-  const auto pd = impl_->make_pd(kPackingRows, false, memory::desc({in, out}, dt::f32, tag::any));
-  impl_->weights = detail::relayout(user_weights, pd.weights_desc());
+  m.pack_weights(weight);
 }
 
 Tensor Linear::operator()(const Tensor& x, const Tensor* residual) const {
   if (!impl_) throw std::logic_error("Linear: called on a default-constructed layer (no weights)");
-  const int in = impl_->in, out = impl_->out;
-  if (x.rank() < 1 || x.dim(-1) != in)
-    throw std::invalid_argument("Linear(in=" + std::to_string(in) + ", out=" + std::to_string(out) + "): input " +
-                                shape_str(x.shape()) + " must have " + std::to_string(in) + " features in its last dimension");
-  Shape out_shape = x.shape();
-  out_shape.back() = out;
-  if (residual && residual->shape() != out_shape)
-    throw std::invalid_argument("Linear: residual " + shape_str(residual->shape()) + " does not match the output " +
-                                shape_str(out_shape));
+  Impl& m = *impl_;
+  const int in = m.in, out = m.out;
+  Shape out_shape;
+  const int64_t rows = m.rows_of(x, residual, &out_shape);
   Tensor y(out_shape);
-  const int64_t rows = x.numel() / in;
   if (rows == 0) return y;
   if (residual) detail::parallel_copy(y.data(), residual->data(), y.numel());
+  count_macs(static_cast<uint64_t>(rows) * in * out);
 
   detail::sync_openmp_threads();
-  const auto plan = impl_->plan(rows, residual != nullptr);
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, detail::wrap_memory(plan->pd.src_desc(), x.data())},
-      {DNNL_ARG_WEIGHTS, plan->weights},
-      {DNNL_ARG_DST, detail::wrap_memory(plan->pd.dst_desc(), y.data())}};
-  if (impl_->has_bias) args.emplace(DNNL_ARG_BIAS, impl_->bias);
+  const auto plan = m.plan(rows, residual != nullptr);
+  const detail::SourceArguments source(m.precision, x.data(), x.numel(), plan->pd.src_desc(),
+                                       plan->to_bf16 ? &*plan->to_bf16 : nullptr, m.bias, &m.int8);
+  std::unordered_map<int, memory> args{{DNNL_ARG_WEIGHTS, plan->weights},
+                                       {DNNL_ARG_DST, detail::wrap_memory(plan->pd.dst_desc(), y.data())}};
+  source.add_to(args);
   detail::run_primitive(plan->primitive, plan->pd, std::move(args));
   return y;
 }
 
 int Linear::in_features() const { return impl_ ? impl_->in : 0; }
 int Linear::out_features() const { return impl_ ? impl_->out : 0; }
+Precision Linear::precision() const { return impl_ ? impl_->precision : Precision::FP32; }
+
+std::string Linear::implementation(int64_t rows) const {
+  if (!impl_) throw std::logic_error("Linear: called on a default-constructed layer (no weights)");
+  if (rows <= 0) throw std::invalid_argument(impl_->describe() + ": row count must be positive, got " + std::to_string(rows));
+  detail::sync_openmp_threads();
+  const auto plan = impl_->plan(rows, false);
+  return std::string(precision_name(impl_->precision)) + " matmul " + plan->pd.impl_info_str();
+}
 
 }  // namespace lcmd::ops

@@ -4,6 +4,7 @@
 // OpenMP. Every op has a naive reference in tests/ops.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "core/dtype.h"
 #include "core/tensor.h"
@@ -19,8 +20,20 @@ int num_threads();
 // arithmetic is ~100x slower on x86 and only ever shows up as noise in these models.
 void enable_flush_denormals();
 
+// The precision Conv2d and Linear run at on this CPU when asked for `requested`: BF16 needs
+// AVX512-BF16 and INT8 needs AVX512-VNNI or AVX-VNNI (as oneDNN reports the CPU, so
+// ONEDNN_MAX_CPU_ISA lowers it); otherwise FP32. A layer asked for a precision the CPU lacks
+// runs FP32 and a one-time note goes to stderr.
+Precision runnable_precision(Precision requested);
+
 // 2-D convolution with square kernel, symmetric zero padding. Weights are packed into the
 // kernel's layout once, at construction; primitives are created once per input shape.
+// Precision (see core/dtype.h): FP32 runs 3x3 stride-1 convolutions of 16-multiple channel
+// counts as Winograd F(4x4, 3x3) (weights transformed per call, so no bigger copy is kept)
+// when the output has at least 256 pixels, where that is faster; other shapes run direct.
+// BF16 and INT8 run direct. INT8 layers with fewer than 16 input or output channels (SD's
+// conv_in and conv_out) run BF16: int8 saves no time there and its error would land on the
+// model's output. Every call is thread-safe.
 class Conv2d {
  public:
   Conv2d();
@@ -36,13 +49,21 @@ class Conv2d {
 
   int in_channels() const;
   int out_channels() const;
+  // The precision the layer runs at: the requested one, or FP32 if this CPU lacks it (see
+  // runnable_precision) or oneDNN has only its naive reference loops for it at this layer;
+  // BF16 for a thin INT8 layer (see above).
+  Precision precision() const;
+  // The kernel an input of this shape runs on, e.g. "fp32 winograd jit_wino_4x3:avx512_core"
+  // (creates and caches its primitive; throws like operator() for a shape it cannot take).
+  std::string implementation(const Shape& input) const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-// y = x W^T + b over the last dimension.
+// y = x W^T + b over the last dimension, on oneDNN matmul at the given precision (see
+// Conv2d). Every call is thread-safe.
 class Linear {
  public:
   Linear();
@@ -57,6 +78,9 @@ class Linear {
 
   int in_features() const;
   int out_features() const;
+  // As Conv2d::precision and Conv2d::implementation (for an input of `rows` rows).
+  Precision precision() const;
+  std::string implementation(int64_t rows) const;
 
  private:
   struct Impl;
@@ -94,5 +118,50 @@ void add_(Tensor& a, const Tensor& b);
 
 // Concatenation of NHWC tensors along channels: [N,H,W,Ca] ++ [N,H,W,Cb] -> [N,H,W,Ca+Cb].
 Tensor concat_channels(const Tensor& a, const Tensor& b);
+
+// ---- Attention: precision and pre-packed keys/values ----
+
+// Arithmetic of attention(). BF16 rounds q, k, v and the softmax weights to bfloat16 and
+// accumulates in float32 (vdpbf16ps): 1.6-2x the fp32 speed, 2-5e-3 relative error.
+// On a CPU without AVX512_BF16, BF16 computes in fp32 (exact, and no slower there).
+enum class AttentionPrecision { FP32, BF16 };
+
+// attention() above computed with the given arithmetic.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal,
+                 AttentionPrecision precision);
+
+namespace detail {
+struct PackedKVData;
+}
+
+// K and V packed once into the attention kernel's per-head layout, for keys and values that
+// many calls share (the UNet's cross-attention K/V of the text embedding are the same at
+// every denoising step). Immutable; copies share the packed data.
+class PackedKV {
+ public:
+  PackedKV() = default;
+  // k, v: [B, Sk, H*d] with heads interleaved as in attention().
+  PackedKV(const Tensor& k, const Tensor& v, int heads, AttentionPrecision precision = AttentionPrecision::FP32);
+  explicit PackedKV(std::shared_ptr<const detail::PackedKVData> data);  // for the kernel code
+
+  bool empty() const { return !data_; }
+  int64_t batch() const;
+  int64_t keys() const;
+  int64_t channels() const;
+  int heads() const;
+  const char* kernel_name() const;  // see attention_kernel_name()
+  const detail::PackedKVData* data() const { return data_.get(); }
+
+ private:
+  std::shared_ptr<const detail::PackedKVData> data_;
+};
+
+// attention(q, k, v, heads, causal, precision) with the k, v, heads and precision of the pack;
+// the same result as the unpacked call. q: [B, Sq, H*d] with the pack's B and H*d.
+Tensor attention(const Tensor& q, const PackedKV& kv, bool causal = false);
+
+// The attention kernel this CPU runs for a precision: "avx512-bf16", "avx512", "avx2" or
+// "portable" (for --verbose and `lcmd info`).
+const char* attention_kernel_name(AttentionPrecision precision);
 
 }  // namespace lcmd::ops

@@ -1,6 +1,7 @@
 // Private to src/ops: how the hand-written kernels split work over OpenMP threads, and the
 // attribute that compiles a hot loop for AVX-512, AVX2 and baseline x86-64 (picked at load
-// time through an ifunc, so the binary still runs on any x86-64).
+// time through an ifunc, so the binary still runs on any x86-64; on other architectures, such
+// as aarch64, the loop is compiled once for the build's target).
 #pragma once
 #include <omp.h>
 
@@ -13,7 +14,11 @@
 // parallel regions must stay outside such functions: GCC outlines them before cloning, so
 // the outlined body would only get the baseline code. Loops inside use `#pragma omp simd`,
 // which vectorises them at any -O level.
+#if defined(__x86_64__)
 #define LCMD_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LCMD_VECTOR_CLONES
+#endif
 
 namespace lcmd::ops::detail {
 

@@ -1,11 +1,19 @@
-// Thread count, denormal flushing, and the oneDNN plumbing (engine, streams, scratchpads).
+// Thread count, denormal flushing, the CPU features behind each precision, and the oneDNN
+// plumbing (engine, streams, scratchpads, per-thread buffers).
 #include <omp.h>
 #include <sched.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
+#endif
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -37,12 +45,41 @@ int default_threads() {
   return n;
 }
 
-constexpr unsigned kFlushToZero = 0x8000;     // MXCSR.FTZ: denormal results become 0
-constexpr unsigned kDenormalsAreZero = 0x40;  // MXCSR.DAZ: denormal inputs read as 0
+// Makes the calling thread treat denormals as zero, on the architectures that have a switch.
+void set_flush_bits() {
+#if defined(__x86_64__) || defined(__i386__)
+  constexpr unsigned kFlushToZero = 0x8000;     // MXCSR.FTZ: denormal results become 0
+  constexpr unsigned kDenormalsAreZero = 0x40;  // MXCSR.DAZ: denormal inputs read as 0
+  _mm_setcsr(_mm_getcsr() | kFlushToZero | kDenormalsAreZero);
+#elif defined(__aarch64__)
+  constexpr uint64_t kFlushToZero = uint64_t{1} << 24;  // FPCR.FZ: denormal inputs and results become 0
+  uint64_t fpcr;
+  __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+  __asm__ volatile("msr fpcr, %0" : : "r"(fpcr | kFlushToZero));
+#endif
+}
 
 void set_flush_bits_on_team(int threads) {
 #pragma omp parallel num_threads(threads)
-  _mm_setcsr(_mm_getcsr() | kFlushToZero | kDenormalsAreZero);
+  set_flush_bits();
+}
+
+// oneDNN's ISA values are bit sets: an ISA includes another when it has all of its bits.
+bool isa_includes(dnnl::cpu_isa isa, dnnl::cpu_isa feature) {
+  const auto bits = static_cast<unsigned>(isa), wanted = static_cast<unsigned>(feature);
+  return wanted != 0 && (bits & wanted) == wanted;
+}
+
+// The oneDNN ISA name for messages ("avx512_core_bf16", ...).
+std::string isa_name(dnnl::cpu_isa isa) {
+  using dnnl::cpu_isa;
+  static const std::pair<cpu_isa, const char*> names[] = {
+      {cpu_isa::avx512_core_amx, "avx512_core_amx"}, {cpu_isa::avx512_core_bf16, "avx512_core_bf16"},
+      {cpu_isa::avx512_core_vnni, "avx512_core_vnni"}, {cpu_isa::avx512_core, "avx512_core"},
+      {cpu_isa::avx2_vnni, "avx2_vnni"}, {cpu_isa::avx2, "avx2"}, {cpu_isa::avx, "avx"}, {cpu_isa::sse41, "sse41"}};
+  for (const auto& [value, name] : names)
+    if (isa_includes(isa, value)) return name;
+  return "no x86 vector extension oneDNN uses";
 }
 
 }  // namespace
@@ -63,8 +100,23 @@ int num_threads() {
 
 void enable_flush_denormals() {
   g_flush_denormals.store(true);
-  _mm_setcsr(_mm_getcsr() | kFlushToZero | kDenormalsAreZero);
+  set_flush_bits();
   set_flush_bits_on_team(num_threads());
+}
+
+Precision runnable_precision(Precision requested) {
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  switch (requested) {
+    case Precision::FP32:
+      return Precision::FP32;
+    case Precision::BF16:  // without native vdpbf16ps oneDNN emulates bf16 slower than fp32 runs
+      return isa_includes(isa, dnnl::cpu_isa::avx512_core_bf16) ? Precision::BF16 : Precision::FP32;
+    case Precision::INT8:  // without VNNI the int8 products saturate or need a halved weight range
+      return isa_includes(isa, dnnl::cpu_isa::avx512_core_vnni) || isa_includes(isa, dnnl::cpu_isa::avx2_vnni)
+                 ? Precision::INT8
+                 : Precision::FP32;
+  }
+  return Precision::FP32;
 }
 
 namespace detail {
@@ -117,15 +169,44 @@ void run_primitive(const dnnl::primitive& prim, const dnnl::primitive_desc_base&
   stream.wait();
 }
 
+void* thread_buffer(ThreadBuffer slot, size_t bytes) {
+  thread_local std::array<ScratchBuffer, kThreadBufferCount> buffers;
+  return buffers[static_cast<size_t>(slot)].get(bytes);
+}
+
+Precision layer_precision(Precision requested, int64_t in_channels, int64_t out_channels) {
+  if (requested == Precision::INT8 && std::min(in_channels, out_channels) < kMinInt8Channels)
+    return layer_precision(Precision::BF16, in_channels, out_channels);
+  const Precision runnable = runnable_precision(requested);
+  if (runnable != requested) {
+    static std::once_flag noted[3];
+    std::call_once(noted[static_cast<size_t>(requested)], [&] {
+      std::cerr << "lcmd: " << precision_name(requested) << " needs "
+                << (requested == Precision::BF16 ? "AVX512-BF16" : "AVX512-VNNI or AVX-VNNI")
+                << " (this CPU as oneDNN sees it: " << isa_name(dnnl::get_effective_cpu_isa()) << "); "
+                << "running " << precision_name(runnable) << " instead\n";
+    });
+  }
+  return runnable;
+}
+
+void note_layer_fallback(Precision requested, const std::string& layer) {
+  static std::once_flag noted[3];
+  std::call_once(noted[static_cast<size_t>(requested)], [&] {
+    std::cerr << "lcmd: oneDNN has no fast " << precision_name(requested) << " kernel for " << layer
+              << "; such layers run fp32\n";
+  });
+}
+
 void sync_openmp_threads() {
   if (omp_in_parallel()) return;
   const int n = num_threads();
   if (omp_get_max_threads() != n) omp_set_num_threads(n);
 }
 
-dnnl::memory wrap_memory(const dnnl::memory::desc& md, const float* data) {
+dnnl::memory wrap_memory(const dnnl::memory::desc& md, const void* data) {
   // oneDNN takes a void*; sources are only read.
-  return dnnl::memory(md, cpu_engine(), const_cast<float*>(data));
+  return dnnl::memory(md, cpu_engine(), const_cast<void*>(data));
 }
 
 bool is_reference_impl(const dnnl::primitive_desc_base& pd) {
@@ -139,6 +220,11 @@ dnnl::memory relayout(const dnnl::memory& from, const dnnl::memory::desc& to) {
   dnnl::reorder::primitive_desc pd(from, result, user_scratchpad_attr());
   run_primitive(dnnl::reorder(pd), pd, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, result}});
   return result;
+}
+
+ReorderStep make_reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+  dnnl::reorder::primitive_desc pd(cpu_engine(), from, cpu_engine(), to, user_scratchpad_attr());
+  return ReorderStep{pd, dnnl::reorder(pd)};
 }
 
 void parallel_copy(float* dst, const float* src, int64_t n) {

@@ -1,13 +1,33 @@
 #include "pipeline/precision.h"
 
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace lcmd {
 
+namespace {
+
+// bf16 is only worth it where the CPU has bf16 dot products (avx512_bf16 or AMX); elsewhere
+// oneDNN would emulate it more slowly than fp32.
+bool fast_bf16(const CpuInfo& cpu) { return cpu.avx512_bf16 || cpu.amx; }
+
+}  // namespace
+
 PipelinePrecision resolve_precision(const std::string& name, const CpuInfo& cpu) {
-  PipelinePrecision p;
-  if (name == "fp32" || name == "auto" || name.empty()) return p;
-  throw InputError("precision '" + name + "' is not supported; allowed: fp32, auto");
+  PipelinePrecision p;  // fp32 everywhere; the VAE stays fp32 in every mode (its fp32 Winograd
+                        // convolutions beat bf16 direct ones and are exact)
+  if (name == "fp32") return p;
+  if (name == "bf16" || ((name == "auto" || name.empty()) && fast_bf16(cpu))) {
+    p.text_encoder = p.unet = ops::runnable_precision(Precision::BF16);
+    return p;
+  }
+  if (name == "int8") {
+    p.text_encoder = fast_bf16(cpu) ? ops::runnable_precision(Precision::BF16) : Precision::FP32;
+    p.unet = ops::runnable_precision(Precision::INT8);
+    return p;
+  }
+  if (name == "auto" || name.empty()) return p;
+  throw InputError("precision '" + name + "' is not supported; allowed: auto, fp32, bf16, int8");
 }
 
 std::string describe_precision(const PipelinePrecision& p) {

@@ -1,0 +1,198 @@
+// Int8 quantization of weights and activations, and the oneDNN attributes of int8 primitives
+// (see quantize_impl.h for the scheme).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ops/dnnl_impl.h"
+#include "ops/parallel_impl.h"
+#include "ops/quantize_impl.h"
+
+namespace lcmd::ops::detail {
+
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+// Adding and subtracting 1.5 * 2^23 rounds a float of magnitude < 2^22 to the nearest integer,
+// ties to even, in the default rounding mode. Unlike std::nearbyint this vectorises at every
+// ISA level of the clones.
+constexpr float kRoundingMagic = 12582912.f;
+
+// Range of x, both NaN if an element is NaN or infinite (x * 0 is NaN exactly for those).
+LCMD_VECTOR_CLONES
+Range range_kernel(const float* x, int64_t n) {
+  float lo = 0.f, hi = 0.f, poison = 0.f;  // 0 is always in the range
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(+ : poison)
+  for (int64_t i = 0; i < n; ++i) {
+    lo = x[i] < lo ? x[i] : lo;
+    hi = x[i] > hi ? x[i] : hi;
+    poison += x[i] * 0.f;
+  }
+  return Range{lo + poison, hi + poison};
+}
+
+// max |x_i| (for weights, serial).
+float absolute_max(const float* x, int64_t n) {
+  float m = 0.f;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+// q = round(x * inv_scale) + zero_point for finite x within the quantized range (up to
+// rounding). The clamp is on the integers, which vectorises where a float clamp does not, and
+// the int32 -> uint8 narrowing is a second loop over a small block: in one loop GCC sizes the
+// vectors for the bytes and computes the floats 4 at a time (1.7x slower).
+LCMD_VECTOR_CLONES
+void quantize_kernel(const float* x, int64_t n, float inv_scale, float zero_point, uint8_t* q) {
+  constexpr int64_t kBlock = 256;
+  int32_t rounded[kBlock];
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t count = std::min(kBlock, n - start);
+    const float* xs = x + start;
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i)
+      rounded[i] = std::clamp(static_cast<int32_t>((xs[i] * inv_scale + zero_point + kRoundingMagic) - kRoundingMagic), 0, 255);
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) q[start + i] = static_cast<uint8_t>(rounded[i]);
+  }
+}
+
+// Elements per thread below which a quantization pass is not worth splitting.
+constexpr int64_t kQuantizeGrain = 32768;
+
+}  // namespace
+
+dnnl::memory::data_type source_type(Precision precision) {
+  switch (precision) {
+    case Precision::FP32: return dt::f32;
+    case Precision::BF16: return dt::bf16;
+    case Precision::INT8: return dt::u8;
+  }
+  return dt::f32;
+}
+
+dnnl::memory::data_type weights_type(Precision precision) {
+  return precision == Precision::INT8 ? dt::s8 : source_type(precision);
+}
+
+Int8Weights quantize_per_channel(const float* weights, int64_t channels, int64_t per_channel) {
+  Int8Weights result{std::vector<int8_t>(static_cast<size_t>(channels * per_channel)),
+                     std::vector<float>(static_cast<size_t>(channels))};
+  std::atomic<int64_t> bad_channel{-1};  // set inside the parallel region, thrown after it
+  parallel_range(channels, std::max<int64_t>(1, kQuantizeGrain / per_channel), [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const float* w = weights + c * per_channel;
+      const float max = absolute_max(w, per_channel);
+      if (!std::isfinite(max) || std::isnan(std::accumulate(w, w + per_channel, 0.f))) {
+        bad_channel = c;
+        continue;
+      }
+      const float scale = max > 0.f ? max / kInt8Max : 1.f;
+      result.scales[c] = scale;
+      for (int64_t i = 0; i < per_channel; ++i)
+        result.values[c * per_channel + i] = static_cast<int8_t>(std::clamp(std::nearbyint(w[i] / scale), -kInt8Max, kInt8Max));
+    }
+  });
+  if (bad_channel >= 0)
+    throw std::invalid_argument("int8 quantization: output channel " + std::to_string(bad_channel.load()) +
+                                " has a NaN or infinite weight");
+  return result;
+}
+
+Range value_range(const float* x, int64_t n) {
+  const int slices = threads_for(n, kQuantizeGrain);
+  std::vector<Range> partial(static_cast<size_t>(std::max(slices, 1)), Range{0.f, 0.f});
+  parallel_slices(n, slices, [&](int s, int64_t begin, int64_t end) { partial[s] = range_kernel(x + begin, end - begin); });
+  Range range{0.f, 0.f};
+  for (const Range& r : partial) {
+    if (std::isnan(r.min)) return r;  // std::min / max would drop the NaN
+    range = Range{std::min(range.min, r.min), std::max(range.max, r.max)};
+  }
+  return range;
+}
+
+ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* q) {
+  constexpr float kLevels = 255.f;
+  const Range range = value_range(x, n);
+  if (std::isnan(range.min)) {  // NaN scale: the layer's output becomes NaN, as in fp32
+    std::memset(q, 0, static_cast<size_t>(n));
+    return ActivationQuantization{range.min, 0};
+  }
+  if (range.max == range.min) {  // all zero
+    std::memset(q, 0, static_cast<size_t>(n));
+    return ActivationQuantization{1.f, 0};
+  }
+  const float scale = (range.max - range.min) / kLevels, inv_scale = kLevels / (range.max - range.min);
+  const auto zero_point = static_cast<int32_t>(std::nearbyint(-range.min * inv_scale));
+  parallel_range(n, kQuantizeGrain, [&](int64_t begin, int64_t end) {
+    quantize_kernel(x + begin, end - begin, inv_scale, static_cast<float>(zero_point), q + begin);
+  });
+  return ActivationQuantization{scale, zero_point};
+}
+
+dnnl::memory::desc int8_scale_desc(int ndims) {
+  return dnnl::memory::desc(dnnl::memory::dims(static_cast<size_t>(ndims), 1), dt::f32,
+                            ndims == 2 ? dnnl::memory::format_tag::ab : dnnl::memory::format_tag::abcd);
+}
+
+dnnl::primitive_attr int8_attributes(const std::vector<float>& weight_scales, int channel_dim, int ndims,
+                                     bool residual) {
+  dnnl::primitive_attr attr = user_scratchpad_attr();
+  attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+  attr.set_output_scales(1 << channel_dim, weight_scales);
+  dnnl::post_ops ops;
+  ops.append_binary(dnnl::algorithm::binary_mul, int8_scale_desc(ndims));
+  if (residual) ops.append_sum(1.f);  // dst holds the residual on entry
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+std::vector<float> int8_bias(const float* bias, const std::vector<float>& weight_scales, float activation_scale) {
+  std::vector<float> result(weight_scales.size());
+  for (size_t c = 0; c < result.size(); ++c) result[c] = bias[c] / (activation_scale * weight_scales[c]);
+  return result;
+}
+
+SourceArguments::SourceArguments(Precision precision, const float* x, int64_t elements,
+                                 const dnnl::memory::desc& source_desc, const ReorderStep* convert,
+                                 const dnnl::memory& bias, const Int8Scaling* int8)
+    : bias_(bias) {
+  switch (precision) {
+    case Precision::FP32:
+      source_ = wrap_memory(source_desc, x);
+      return;
+    case Precision::BF16: {
+      source_ = wrap_memory(source_desc, thread_buffer(ThreadBuffer::kConvertedSource, source_desc.get_size()));
+      const dnnl::memory from = wrap_memory(convert->pd.src_desc(), x);
+      run_primitive(convert->primitive, convert->pd, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, source_}});
+      return;
+    }
+    case Precision::INT8: {
+      auto* quantized = static_cast<uint8_t*>(thread_buffer(ThreadBuffer::kConvertedSource, elements));
+      quantization_ = quantize_activations(x, elements, quantized);
+      source_ = wrap_memory(source_desc, quantized);
+      scale_ = wrap_memory(int8_scale_desc(source_desc.data.ndims), &quantization_.scale);
+      zero_point_ = wrap_memory({{1}, dt::s32, dnnl::memory::format_tag::x}, &quantization_.zero_point);
+      if (!int8->bias.empty()) {
+        int8_bias_ = int8_bias(int8->bias.data(), int8->weight_scales, quantization_.scale);
+        bias_ = wrap_memory(bias.get_desc(), int8_bias_.data());
+      }
+      return;
+    }
+  }
+}
+
+void SourceArguments::add_to(std::unordered_map<int, dnnl::memory>& args) const {
+  args[DNNL_ARG_SRC] = source_;
+  if (bias_) args[DNNL_ARG_BIAS] = bias_;
+  if (scale_) args[kInt8ScaleArg] = scale_;
+  if (zero_point_) args[kInt8ZeroPointArg] = zero_point_;
+}
+
+}  // namespace lcmd::ops::detail

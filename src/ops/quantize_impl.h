@@ -1,0 +1,102 @@
+// Private to src/ops: the precision-specific pieces Conv2d and Linear share: data types per
+// precision, int8 quantization of weights (symmetric, per output channel) and activations
+// (asymmetric, per tensor, at run time), and the oneDNN attributes that turn the int32
+// accumulators back into float32.
+#pragma once
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "core/dtype.h"
+#include "ops/dnnl_impl.h"
+
+namespace lcmd::ops::detail {
+
+// The oneDNN types of convolution / matmul sources and weights at a precision (int8: u8
+// activations with a zero point, s8 weights).
+dnnl::memory::data_type source_type(Precision precision);
+dnnl::memory::data_type weights_type(Precision precision);
+
+// Weights use the symmetric int8 range [-127, 127], so that zero is exact and both signs get
+// the same resolution.
+constexpr float kInt8Max = 127.f;
+
+// Weights quantized per output channel: values[c * per_channel + i] = round(w / scales[c]),
+// scales[c] = max_i |w[c, i]| / 127 (1 for an all-zero channel).
+struct Int8Weights {
+  std::vector<int8_t> values;
+  std::vector<float> scales;
+};
+Int8Weights quantize_per_channel(const float* weights, int64_t channels, int64_t per_channel);
+
+// Activations quantized as one tensor: x ~ scale * (q - zero_point) with q in [0, 255].
+// The range [min(x, 0), max(x, 0)] is spread over the 256 levels, so zero is exact (zero
+// padding stays zero) and inputs that are mostly of one sign, such as SiLU outputs (>= -0.28),
+// get twice the resolution a symmetric range would give them.
+struct ActivationQuantization {
+  float scale = 1.f;
+  int32_t zero_point = 0;
+};
+
+// Quantizes n activations on all threads: q = round(x / scale) + zero_point (ties to even).
+// An all-zero input gets scale 1. If an input is NaN or infinite the scale is NaN (and q all
+// zero), so the layer's output is NaN, as in fp32.
+ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* q);
+
+// The smallest and largest of n floats on all threads; both NaN if an element is NaN or
+// infinite.
+struct Range {
+  float min, max;
+};
+Range value_range(const float* x, int64_t n);
+
+// An int8 primitive's attributes: a runtime source zero point, fixed per-channel output
+// scales (the weight scales, on the channel dimension of the destination), then a binary
+// multiply by a runtime scalar (the activation scale of the call), then a sum of the
+// destination (residual) if asked. oneDNN 2.6 has no runtime output scales for brgemm
+// convolution or matmul, and a per-channel runtime multiply costs ~20 % of a matmul; a scalar
+// multiply costs ~1 %.
+dnnl::primitive_attr int8_attributes(const std::vector<float>& weight_scales, int channel_dim, int ndims,
+                                     bool residual);
+
+// The runtime scalar of int8_attributes: a memory descriptor of ndims ones.
+dnnl::memory::desc int8_scale_desc(int ndims);
+
+// The argument ids of that scalar and of the zero point in the execute() map.
+constexpr int kInt8ScaleArg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1;
+constexpr int kInt8ZeroPointArg = DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC;
+
+// The bias to pass an int8 primitive for one call: oneDNN 2.x adds the bias to the int32
+// accumulator (of q - zero_point) before the output scales, so
+// b[c] / (activation_scale * weight_scales[c]).
+std::vector<float> int8_bias(const float* bias, const std::vector<float>& weight_scales, float activation_scale);
+
+// What an int8 layer keeps for rescaling each call's result.
+struct Int8Scaling {
+  std::vector<float> weight_scales;  // per output channel
+  std::vector<float> bias;           // the float32 bias, empty if the layer has none
+};
+
+// The source argument of one convolution / matmul call, made from its float32 input in the
+// primitive's source type: used as is (fp32), converted by `convert` (bf16), or quantized here
+// (int8, which also adds the call's bias, zero-point and activation-scale arguments). The
+// converted data lives in the calling thread's kConvertedSource buffer, the int8 values in
+// this object: keep it alive until the primitive has run.
+class SourceArguments {
+ public:
+  // bias: the layer's float32 bias memory (empty handle if none); int8: set for INT8 only.
+  SourceArguments(Precision precision, const float* x, int64_t elements, const dnnl::memory::desc& source_desc,
+                  const ReorderStep* convert, const dnnl::memory& bias, const Int8Scaling* int8);
+  SourceArguments(const SourceArguments&) = delete;  // the memory objects point into this object
+  SourceArguments& operator=(const SourceArguments&) = delete;
+  void add_to(std::unordered_map<int, dnnl::memory>& args) const;
+
+ private:
+  dnnl::memory source_, bias_, scale_, zero_point_;
+  std::vector<float> int8_bias_;
+  ActivationQuantization quantization_;
+};
+
+}  // namespace lcmd::ops::detail
