@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config
           libdnnl-dev nlohmann-json3-dev libpng-dev libutf8proc-dev libgtest-dev
-          libcurl4-openssl-dev libcpp-httplib-dev curl)
+          libcurl4-openssl-dev libcpp-httplib-dev curl nodejs)
+# npm: Debian packages it apart from nodejs; NodeSource's nodejs already bundles it.
+command -v npm > /dev/null 2>&1 || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -19,6 +21,9 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The official openai npm client, which the serve tests drive against `lcmd serve`.
+(cd tests/serve/openai_client && npm ci --no-audit --no-fund --loglevel=error)
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)"

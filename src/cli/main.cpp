@@ -149,7 +149,8 @@ int run(int argc, char** argv) {
   if (cmd == "bench") return cmd_bench(argc, argv);
   if (cmd == "serve") return cmd_serve(argc, argv);
   if (cmd == "lambda") return cmd_lambda(argc, argv);
-  throw InputError("unknown command '" + cmd + "' (commands: generate, tokenize, info, make-random-model, bench, serve, lambda)");
+  throw InputError("unknown command '" + cmd +
+                   "' (commands: generate, tokenize, info, make-random-model, bench, serve, lambda)");
 }
 
 }  // namespace

@@ -54,11 +54,13 @@ json parse_object(std::string_view body) {
   } catch (const json::parse_error& e) {
     throw invalid_request("the request body is not valid JSON: " + printable(strip_exception_prefix(e.what()), 200));
   } catch (const json::exception& e) {  // out_of_range.406: a number beyond double's range
-    throw invalid_request("the request body has an unreadable number: " + printable(strip_exception_prefix(e.what()), 200));
+    throw invalid_request("the request body has an unreadable number: " +
+                          printable(strip_exception_prefix(e.what()), 200));
   }
   if (!duplicate.empty()) throw invalid_request("field '" + printable(duplicate) + "' appears more than once");
   if (!parsed.is_object())
-    throw invalid_request(std::string("the request body must be a JSON object, got ") + (parsed.is_number() ? "a number" : parsed.type_name()));
+    throw invalid_request(std::string("the request body must be a JSON object, got ") +
+                          (parsed.is_number() ? "a number" : parsed.type_name()));
   return parsed;
 }
 
@@ -116,7 +118,9 @@ int64_t read_integer(const json* v, const std::string& field, int64_t fallback, 
   return x;
 }
 
-std::string side_rule(const RequestLimits& limits) { return "a multiple of 8 in 8.." + std::to_string(limits.max_side); }
+std::string side_rule(const RequestLimits& limits) {
+  return "a multiple of 8 in 8.." + std::to_string(limits.max_side);
+}
 
 int read_side(const json* v, const std::string& field, const RequestLimits& limits) {
   const int fallback = std::min(kDefaultSide, limits.max_side);
@@ -125,7 +129,8 @@ int read_side(const json* v, const std::string& field, const RequestLimits& limi
 
 int read_steps(const json* v, const RequestLimits& limits) {
   const std::string rule = "an integer in 1.." + std::to_string(limits.max_steps);
-  return static_cast<int>(read_integer(v, "steps", std::min(kDefaultSteps, limits.max_steps), 1, limits.max_steps, rule));
+  return static_cast<int>(
+      read_integer(v, "steps", std::min(kDefaultSteps, limits.max_steps), 1, limits.max_steps, rule));
 }
 
 double read_guidance(const json* v, const RequestLimits& limits) {
@@ -141,7 +146,8 @@ double read_guidance(const json* v, const RequestLimits& limits) {
 
 std::optional<uint64_t> read_seed(const json* v) {
   if (!v) return std::nullopt;
-  if (!v->is_number_integer() || (!v->is_number_unsigned() && v->get<int64_t>() < 0)) out_of_rule("seed", kU64Range, *v);
+  if (!v->is_number_integer() || (!v->is_number_unsigned() && v->get<int64_t>() < 0))
+    out_of_rule("seed", kU64Range, *v);
   return v->get<uint64_t>();
 }
 
@@ -153,11 +159,16 @@ size_t first_invalid_utf8(std::string_view s) {
     const auto c = static_cast<unsigned char>(s[i]);
     int len = 0;
     uint32_t cp = 0;
-    if (c < 0x80) len = 1, cp = c;
-    else if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return i;
+    if (c < 0x80)
+      len = 1, cp = c;
+    else if ((c & 0xE0) == 0xC0)
+      len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0)
+      len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0)
+      len = 4, cp = c & 0x07;
+    else
+      return i;
     if (i + len > s.size()) return i;
     for (int k = 1; k < len; ++k) {
       const auto cc = static_cast<unsigned char>(s[i + k]);
@@ -197,7 +208,8 @@ std::pair<int, int> read_size(const json* v, const RequestLimits& limits) {
   const std::string& s = v->get_ref<const std::string&>();
   const size_t x = s.find('x');
   auto side = [&](std::string_view digits) {
-    if (digits.empty() || digits.size() > 5 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    if (digits.empty() || digits.size() > 5 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
       out_of_rule("size", rule, *v);
     const int n = std::atoi(std::string(digits).c_str());
     if (n < 8 || n > limits.max_side || n % 8 != 0) out_of_rule("size", rule, *v);
@@ -211,7 +223,8 @@ void read_openai_only_fields(const Fields& fields) {
   if (const json* n = fields.get("n")) read_integer(n, "n", 1, 1, 1, "1 (one image per request)");
   if (const json* format = fields.get("response_format")) {
     if (format->is_string() && format->get_ref<const std::string&>() == "url")
-      throw invalid_request("response_format \"url\" is not supported: lcmd keeps no images to link to; use \"b64_json\"");
+      throw invalid_request(
+          "response_format \"url\" is not supported: lcmd keeps no images to link to; use \"b64_json\"");
     if (!(format->is_string() && format->get_ref<const std::string&>() == "b64_json"))
       out_of_rule("response_format", "\"b64_json\"", *format);
   }
@@ -225,10 +238,11 @@ double round_ms(double ms) { return std::round(ms * 1000.0) / 1000.0; }
 
 void check_limits(const RequestLimits& limits) {
   if (limits.max_side < 8 || limits.max_side % 8 != 0 || limits.max_side > kMaxImageSide)
-    throw InputError("the maximum image side must be a multiple of 8 in 8.." + std::to_string(kMaxImageSide) + ", got " +
-                     std::to_string(limits.max_side));
+    throw InputError("the maximum image side must be a multiple of 8 in 8.." + std::to_string(kMaxImageSide) +
+                     ", got " + std::to_string(limits.max_side));
   if (limits.max_steps < 1 || limits.max_steps > kMaxSteps)
-    throw InputError("the maximum steps must be in 1.." + std::to_string(kMaxSteps) + ", got " + std::to_string(limits.max_steps));
+    throw InputError("the maximum steps must be in 1.." + std::to_string(kMaxSteps) + ", got " +
+                     std::to_string(limits.max_steps));
   if (limits.max_prompt_bytes < 1) throw InputError("the maximum prompt length must be at least 1 byte");
   if (!std::isfinite(limits.max_guidance) || limits.max_guidance < 0)
     throw InputError("the maximum guidance scale must be a finite number >= 0");
@@ -250,7 +264,8 @@ GenerateRequest parse_generate_request(std::string_view body, const RequestLimit
 
 GenerateRequest parse_openai_image_request(std::string_view body, const RequestLimits& limits) {
   const json object = parse_object(body);
-  const Fields fields(object, {"prompt", "n", "size", "response_format", "model", "user", "seed", "steps", "guidance_scale"});
+  const Fields fields(object,
+                      {"prompt", "n", "size", "response_format", "model", "user", "seed", "steps", "guidance_scale"});
   GenerateRequest request;
   request.prompt = read_prompt(fields.get("prompt"), limits);
   read_openai_only_fields(fields);

@@ -5,11 +5,10 @@
 #pragma once
 #include <cstdint>
 #include <exception>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "lcmd/engine.h"
 #include "serve/api_error.h"
@@ -19,10 +18,10 @@ namespace lcmd::serve {
 // What a deployment allows; the schema's ranges are read from here so that error messages
 // always state the limits actually in force.
 struct RequestLimits {
-  int max_side = 768;               // width/height: positive multiples of 8 up to this
-  int max_steps = 8;                // steps: 1..max_steps
-  size_t max_prompt_bytes = 2000;   // prompt: 1..max_prompt_bytes bytes of UTF-8
-  double max_guidance = 20.0;       // guidance_scale: 0..max_guidance
+  int max_side = 768;              // width/height: positive multiples of 8 up to this
+  int max_steps = 8;               // steps: 1..max_steps
+  size_t max_prompt_bytes = 2000;  // prompt: 1..max_prompt_bytes bytes of UTF-8
+  double max_guidance = 20.0;      // guidance_scale: 0..max_guidance
 };
 
 // InputError when a configured limit is outside what the engine can run.
@@ -44,8 +43,8 @@ struct GenerateOutcome {
   uint64_t seed = 0;
   int width = 0, height = 0, steps = 0;
   double guidance_scale = 0;
-  StageTimings timings;              // all zero for a result-cache hit (nothing ran)
-  double queue_ms = 0;               // time spent waiting for the generation slot
+  StageTimings timings;  // all zero for a result-cache hit (nothing ran)
+  double queue_ms = 0;   // time spent waiting for the generation slot
   bool text_embedding_cached = false;
   bool result_cached = false;
 };
