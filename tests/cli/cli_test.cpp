@@ -88,7 +88,7 @@ void expect_matches_golden_image(const std::vector<uint8_t>& png, const std::str
 TEST(Cli, GenerateReproducesTheGoldenImages) {
   test::TempDir dir;
   CliRun r = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "a photo of a cat", "--seed", "0", "--steps",
-                "4", "--guidance", "8", "--output", "cat.png", "--verbose"},
+                "4", "--guidance", "8", "--precision", "fp32", "--output", "cat.png", "--verbose"},
                dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("seed: 0"), std::string::npos) << r.err;
@@ -99,7 +99,7 @@ TEST(Cli, GenerateReproducesTheGoldenImages) {
   const auto index = read_json_file(test::golden_dir() / "tiny-lcm-cases/index.json");
   const auto& run = index["pipeline"][13];  // H=256 x W=384, 2 steps, g8, seed 1234
   r = lcmd({"generate", "--model", tiny_model().string(), "--prompt", run["prompt"].get<std::string>(), "--seed",
-            "1234", "--steps", "2", "--width", "384", "--height", "256", "--base64"},
+            "1234", "--steps", "2", "--width", "384", "--height", "256", "--precision", "fp32", "--base64"},
            dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   while (!r.out.empty() && std::isspace(static_cast<unsigned char>(r.out.back()))) r.out.pop_back();
