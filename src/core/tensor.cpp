@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <malloc.h>
 #include <sys/mman.h>
 
 #include <cstdlib>
@@ -36,7 +37,7 @@ class LargeBlockPool {
  public:
   static constexpr size_t kMinBytes = 4u << 20;   // smaller blocks go to malloc
   static constexpr size_t kGranule = 2u << 20;    // huge-page sized classes
-  static constexpr size_t kMaxCachedBytes = 1ull << 30;
+  static constexpr size_t kMaxCachedBytes = 512ull << 20;
 
   static LargeBlockPool& instance() {
     static LargeBlockPool* pool = new LargeBlockPool;  // never destroyed: tensors may outlive statics
@@ -59,6 +60,16 @@ class LargeBlockPool {
     return p;
   }
 
+  void release_all() {
+    std::multimap<size_t, void*> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(free_);
+      cached_ = 0;
+    }
+    for (auto& [bytes, p] : blocks) std::free(p);
+  }
+
   void give_back(void* p, size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -77,9 +88,9 @@ class LargeBlockPool {
   size_t cached_ = 0;
 };
 
-std::shared_ptr<float> allocate_floats(size_t count) {
+std::shared_ptr<float> allocate_floats(size_t count, bool pooled = true) {
   size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-  if (bytes >= LargeBlockPool::kMinBytes) {
+  if (pooled && bytes >= LargeBlockPool::kMinBytes) {
     bytes = (bytes + LargeBlockPool::kGranule - 1) / LargeBlockPool::kGranule * LargeBlockPool::kGranule;
     void* p = LargeBlockPool::instance().take(bytes);
     if (!p) throw std::bad_alloc();
@@ -93,11 +104,26 @@ std::shared_ptr<float> allocate_floats(size_t count) {
 
 }  // namespace
 
+void release_cached_memory() {
+  LargeBlockPool::instance().release_all();
+  malloc_trim(0);
+}
+
 Tensor::Tensor(Shape shape) : shape_(std::move(shape)) {
   for (int64_t d : shape_)
     if (d < 0) throw std::invalid_argument("negative tensor dimension in " + shape_str(shape_));
   storage_ = allocate_floats(static_cast<size_t>(numel()));
   data_ = storage_.get();
+}
+
+Tensor Tensor::transient(Shape shape) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  for (int64_t d : t.shape_)
+    if (d < 0) throw std::invalid_argument("negative tensor dimension in " + shape_str(t.shape_));
+  t.storage_ = allocate_floats(static_cast<size_t>(t.numel()), /*pooled=*/false);
+  t.data_ = t.storage_.get();
+  return t;
 }
 
 Tensor Tensor::zeros(Shape shape) {

@@ -25,6 +25,9 @@ class Tensor {
   // Uninitialised storage of shape_numel(shape) floats.
   explicit Tensor(Shape shape);
   static Tensor zeros(Shape shape);
+  // Storage that bypasses the recycled-block pool and goes back to the system when freed: for
+  // one-off buffers such as a weight's float32 copy before it is packed.
+  static Tensor transient(Shape shape);
   static Tensor from(Shape shape, const float* values);  // copies
 
   float* data() { return data_; }
@@ -44,6 +47,11 @@ class Tensor {
   float* data_ = nullptr;
   Shape shape_;
 };
+
+// Returns the memory of freed tensors to the system: the recycled large blocks and glibc's free
+// heap. Called after loading a model, whose temporary float32 copies of the weights would
+// otherwise stay resident.
+void release_cached_memory();
 
 // NCHW <-> NHWC copies for 4-D tensors.
 Tensor to_nhwc(const Tensor& nchw);

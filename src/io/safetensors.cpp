@@ -292,7 +292,7 @@ Tensor SafetensorsFile::load_f32_as_stored(const std::string& name) const {
   if (!is_float_dtype(t.dtype))
     fail(path(), "tensor '" + name + "' is " + dtype_name(t.dtype) + " " + shape_str(t.shape) +
                      ", expected a float dtype (F32, F16, BF16 or F64)");
-  Tensor out(t.shape);
+  Tensor out = Tensor::transient(t.shape);  // callers pack it and drop it
   convert_to_f32(data(t), t.dtype, out.numel(), out.data());
   return out;
 }

@@ -4,7 +4,10 @@
 
 #include "image/png.h"
 #include "image/postprocess.h"
+#include "io/safetensors.h"
 #include "models/config.h"
+#include "models/ldm_names.h"
+#include "models/lora.h"
 #include "ops/work_counter.h"
 #include "sched/embeddings.h"
 #include "sched/torch_rng.h"
@@ -20,6 +23,49 @@ double ms_since(Clock::time_point t0) {
 
 double gmac_since(uint64_t macs0) { return static_cast<double>(ops::macs_done() - macs0) * 1e-9; }
 
+// Builds the pipeline with the LoRAs merged into the UNet and text encoder weights as they load;
+// every LoRA module must have found its layer.
+std::unique_ptr<Txt2ImgPipeline> build_with_loras(ClipTokenizer tokenizer, const ClipTextConfig& text_config,
+                                                  const WeightSource& text, const UNetConfig& unet_config,
+                                                  const WeightSource& unet, const VaeConfig& vae_config,
+                                                  const WeightSource& vae, const LcmSchedulerConfig& scheduler_config,
+                                                  const PipelinePrecision& precision, const std::vector<LoraSpec>& specs) {
+  const std::shared_ptr<const LoraSet> loras = LoraSet::load(specs);
+  const LoraMergingSource merged_text(text, loras, LoraMergingSource::Component::TextEncoder);
+  const LoraMergingSource merged_unet(unet, loras, LoraMergingSource::Component::UNet);
+  auto pipeline = std::make_unique<Txt2ImgPipeline>(std::move(tokenizer), text_config, merged_text, unet_config,
+                                                    merged_unet, vae_config, vae, scheduler_config, precision);
+  loras->check_all_applied();
+  return pipeline;
+}
+
+// [a; b] along the batch dimension.
+Tensor concat_batch(const Tensor& a, const Tensor& b) {
+  Shape shape = a.shape();
+  shape[0] += b.dim(0);
+  Tensor out(shape);
+  std::copy(a.data(), a.data() + a.numel(), out.data());
+  std::copy(b.data(), b.data() + b.numel(), out.data() + a.numel());
+  return out;
+}
+
+// noise_pred = uncond + gs * (text - uncond), in float32 in this order, from the batch-2 UNet
+// output [uncond; text] (diffusers' noise_pred.chunk(2) order).
+Tensor apply_guidance(const Tensor& unet_output, float guidance_scale) {
+  Shape shape = unet_output.shape();
+  shape[0] = 1;
+  Tensor out(shape);
+  const int64_t n = out.numel();
+  const float* uncond = unet_output.data();
+  const float* text = unet_output.data() + n;
+  for (int64_t i = 0; i < n; ++i) {
+    const float difference = text[i] - uncond[i];
+    const float scaled = guidance_scale * difference;
+    out.data()[i] = uncond[i] + scaled;
+  }
+  return out;
+}
+
 }  // namespace
 
 Txt2ImgPipeline::Txt2ImgPipeline(ClipTokenizer tokenizer, const ClipTextConfig& text_config,
@@ -31,9 +77,12 @@ Txt2ImgPipeline::Txt2ImgPipeline(ClipTokenizer tokenizer, const ClipTextConfig& 
       text_encoder_(text_config, Weights(text_weights, precision.text_encoder)),
       unet_(unet_config, Weights(unet_weights, precision.unet)),
       vae_(vae_config, Weights(vae_weights, precision.vae)),
-      scheduler_(scheduler_config) {}
+      scheduler_(scheduler_config) {
+  release_cached_memory();  // the float32 copies the weights were packed from
+}
 
-std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_folder(const ModelFolder& f, const PipelinePrecision& precision) {
+std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_folder(const ModelFolder& f, const PipelinePrecision& precision,
+                                                              const std::vector<LoraSpec>& loras) {
   const auto text_config = ClipTextConfig::from_json(read_json_file(f.text_encoder_config), f.text_encoder_config.string());
   const auto unet_config = UNetConfig::from_json(read_json_file(f.unet_config), f.unet_config.string());
   const auto vae_config = VaeConfig::from_json(read_json_file(f.vae_config), f.vae_config.string());
@@ -41,8 +90,37 @@ std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_folder(const ModelFolder&
   ClipTokenizer tokenizer = ClipTokenizer::from_dir(f.tokenizer_dir);
   // The weight files stay mapped only while the models pack their parameters.
   const SafetensorsSource text(f.text_encoder_weights), unet(f.unet_weights), vae(f.vae_weights);
-  return std::make_unique<Txt2ImgPipeline>(std::move(tokenizer), text_config, text, unet_config, unet, vae_config, vae,
-                                           scheduler_config, precision);
+  return build_with_loras(std::move(tokenizer), text_config, text, unet_config, unet, vae_config, vae, scheduler_config,
+                          precision, loras);
+}
+
+std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_single_file(const std::filesystem::path& file,
+                                                                   const std::filesystem::path& tokenizer_dir,
+                                                                   const std::filesystem::path& config_dir,
+                                                                   const PipelinePrecision& precision,
+                                                                   const std::vector<LoraSpec>& loras) {
+  refuse_pickle_file(file);
+  ClipTokenizer tokenizer = ClipTokenizer::from_dir(locate_tokenizer(file, tokenizer_dir, config_dir));
+  // Mapped only while the models pack their parameters, like a folder's files.
+  const SafetensorsSource stored(file);
+  const LdmConfigs c = infer_ldm_configs(stored.file(), config_dir);
+  const RenamingSource text = ldm_text_source(stored);
+  const RenamingSource unet = ldm_unet_source(stored, c.unet);
+  const RenamingSource vae = ldm_vae_source(stored, c.vae);
+  return build_with_loras(std::move(tokenizer), c.text, text, c.unet, unet, c.vae, vae, c.scheduler, precision, loras);
+}
+
+bool Txt2ImgPipeline::uses_classifier_free_guidance(double guidance_scale) const {
+  return !unet_.config().time_cond_proj_dim && guidance_scale > 1;
+}
+
+Tensor Txt2ImgPipeline::encode_text(const std::vector<int32_t>& ids, bool* cached) const {
+  std::optional<Tensor> hit = text_cache_ ? text_cache_->get(ids) : std::nullopt;
+  *cached = hit.has_value();
+  if (hit) return *hit;
+  Tensor embeds = text_encoder_.forward({ids});
+  if (text_cache_) text_cache_->put(ids, embeds);
+  return embeds;
 }
 
 GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t seed, const ProgressCallback& progress,
@@ -54,16 +132,19 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   result.seed = seed;
   StageTimings& timings = result.timings;
 
-  // 1-2. Prompt -> CLIP token ids -> text embedding (the UNet's cross-attention context).
+  // 1-2. Prompt -> CLIP token ids -> text embedding (the UNet's cross-attention context). With
+  // classifier-free guidance the negative prompt is encoded too and goes first in the batch.
+  const bool guided = uses_classifier_free_guidance(request.guidance_scale);
   auto t0 = Clock::now();
   const std::vector<int32_t> ids = tokenizer_.encode(request.prompt);
+  const std::vector<int32_t> negative_ids = guided ? tokenizer_.encode(request.negative_prompt) : std::vector<int32_t>();
   timings.tokenize_ms = ms_since(t0);
   t0 = Clock::now();
   uint64_t macs0 = ops::macs_done();
-  std::optional<Tensor> cached = text_cache_ ? text_cache_->get(ids) : std::nullopt;
-  result.text_embedding_cached = cached.has_value();
-  const Tensor prompt_embeds = cached ? *cached : text_encoder_.forward({ids});
-  if (text_cache_ && !cached) text_cache_->put(ids, prompt_embeds);
+  bool cached = false, negative_cached = true;
+  const Tensor prompt_embeds = encode_text(ids, &cached);
+  const Tensor negative_embeds = guided ? encode_text(negative_ids, &negative_cached) : Tensor();
+  result.text_embedding_cached = cached && negative_cached;
   timings.text_encoder_ms = ms_since(t0);
 
   // 3. Seeded initial latents: the numbers torch.randn gives for this seed, NCHW.
@@ -72,7 +153,8 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   TorchGenerator generator(seed);
   Tensor latents = generator.randn({1, latent_channels, lh, lw});  // init_noise_sigma is 1
 
-  // 4. LCM denoising. The guidance scale enters through the w-embedding, not a second pass.
+  // 4. LCM denoising. An LCM-distilled UNet gets the guidance scale through the w-embedding;
+  // a plain UNet gets it through classifier-free guidance (or not at all when gs <= 1).
   const std::vector<int> timesteps = scheduler_.timesteps(request.steps);
   Tensor w_embedding;
   std::vector<float> w;
@@ -83,25 +165,31 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   if (trace) {
     trace->input_ids = ids;
     trace->prompt_embeds = prompt_embeds.clone();
+    trace->negative_input_ids = negative_ids;
+    trace->negative_prompt_embeds = guided ? negative_embeds.clone() : Tensor();
     trace->w_embedding = w;
     trace->latents_init = latents.clone();
     trace->timesteps = timesteps;
   }
   Tensor denoised(latents.shape());
   t0 = Clock::now();
-  const UNetContext context = unet_.prepare_context(prompt_embeds);  // cross-attention K/V, once per image
+  // Cross-attention K/V, once per image; batch [negative; prompt] with guidance.
+  const UNetContext context = unet_.prepare_context(guided ? concat_batch(negative_embeds, prompt_embeds) : prompt_embeds);
   timings.text_encoder_ms += ms_since(t0);
   timings.text_encoder_gmac = gmac_since(macs0);
   macs0 = ops::macs_done();
   for (size_t i = 0; i < timesteps.size(); ++i) {
     t0 = Clock::now();
-    const Tensor model_pred =
-        to_nchw(unet_.forward(to_nhwc(latents), timesteps[i], context, w_embedding.empty() ? nullptr : &w_embedding));
+    const Tensor sample = guided ? concat_batch(latents, latents) : latents;  // the same t for both halves
+    const Tensor unet_output =
+        to_nchw(unet_.forward(to_nhwc(sample), timesteps[i], context, w_embedding.empty() ? nullptr : &w_embedding));
+    const Tensor model_pred = guided ? apply_guidance(unet_output, static_cast<float>(request.guidance_scale)) : unet_output;
     scheduler_.step(model_pred.data(), static_cast<int>(i), timesteps, latents.data(), denoised.data(),
                     static_cast<size_t>(latents.numel()), generator);
     timings.unet_step_ms.push_back(ms_since(t0));
     timings.unet_step_gmac = gmac_since(macs0) / static_cast<double>(i + 1);
     if (trace) {
+      trace->unet_output.push_back(unet_output);  // a fresh tensor every step
       trace->model_pred.push_back(model_pred.clone());
       trace->denoised.push_back(denoised.clone());
       trace->latents.push_back(latents.clone());
