@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config
           libdnnl-dev nlohmann-json3-dev libpng-dev libutf8proc-dev libgtest-dev
-          libcurl4-openssl-dev libcpp-httplib-dev curl nodejs)
+          libcurl4-openssl-dev libcpp-httplib-dev libssl-dev curl nodejs)
 # npm: Debian packages it apart from nodejs; NodeSource's nodejs already bundles it.
 command -v npm > /dev/null 2>&1 || PACKAGES+=(npm)
 

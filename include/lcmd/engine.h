@@ -1,5 +1,5 @@
-// lcmd's public API: an Engine is loaded once per process from a diffusers model folder and
-// turns text prompts into images. generate() may be called from several threads; runs are
+// lcmd's public API: an Engine is loaded once per process from a diffusers model folder (or a
+// single-file LDM checkpoint, optionally with LoRAs merged in) and turns text prompts into images. generate() may be called from several threads; runs are
 // serialised, each using all the engine's threads.
 #pragma once
 #include <cstdint>
@@ -15,10 +15,15 @@ namespace lcmd {
 
 struct GenerateRequest {
   std::string prompt;                 // UTF-8
+  // The unconditional prompt of classifier-free guidance (plain SD UNets with guidance_scale > 1;
+  // empty = ""). LCM-distilled UNets embed the guidance scale instead and do not use it.
+  std::string negative_prompt;
   int width = 256;                    // positive multiple of 8, at most kMaxImageSide
   int height = 256;
   int steps = 4;                      // 1..kMaxSteps (LCM is trained for 1-8)
-  double guidance_scale = 8.0;        // finite; double as in diffusers (w = gs - 1 before rounding)
+  // Finite. LCM-distilled UNets embed it (w = gs - 1, a double until then as in diffusers); plain
+  // SD UNets run classifier-free guidance when it is > 1 (two UNet passes per step).
+  double guidance_scale = 8.0;
   std::optional<uint64_t> seed;       // random when absent; the result says which was used
 };
 
@@ -51,12 +56,27 @@ struct GenerateResult {
   bool text_embedding_cached = false; // the prompt's embedding came from the engine's LRU cache
 };
 
+// A LoRA merged into the base weights at load: W += scale * alpha/rank * up @ down.
+struct LoraSpec {
+  std::filesystem::path path;         // a .safetensors LoRA (kohya or diffusers/PEFT key names)
+  double scale = 1.0;
+};
+
 struct EngineOptions {
   int threads = 0;                    // 0 = every core this process may use
   std::string precision = "auto";     // fp32 | bf16 | int8 | auto (fastest that meets its bounds here)
   // LRU cache of text-encoder outputs keyed by token ids; 0 entries disables it.
   size_t text_cache_entries = 64;
   size_t text_cache_bytes = 64u << 20;
+  // LoRAs merged into the UNet (and text encoder) weights, in order.
+  std::vector<LoraSpec> loras;
+  // For single-file checkpoints, which carry no tokenizer: the CLIP tokenizer folder
+  // (vocab.json, merges.txt). Empty: <config_dir>/tokenizer, then tokenizer/ next to the file.
+  std::filesystem::path tokenizer_dir;
+  // For single-file checkpoints: a diffusers folder whose unet/, vae/, text_encoder/ and
+  // scheduler/ configs replace the built-in SD1.5 defaults (head counts, eps, scheduler...).
+  // Widths are always read from the file's tensor shapes.
+  std::filesystem::path config_dir;
 };
 
 // Called after each denoising step (1-based step, total steps). Returning false stops the
@@ -71,7 +91,9 @@ class CancelledError : public std::runtime_error {
 class Engine {
  public:
   // Loads and validates every component; ModelError names the file, tensor and problem.
-  static std::unique_ptr<Engine> load(const std::filesystem::path& model_dir, const EngineOptions& options = {});
+  // `model` is a diffusers folder (LatentConsistencyModelPipeline or StableDiffusionPipeline) or
+  // a single-file .safetensors checkpoint with the original LDM key names.
+  static std::unique_ptr<Engine> load(const std::filesystem::path& model, const EngineOptions& options = {});
   // An engine with random weights (PyTorch's default init, the same values make-random-model
   // writes) built in memory from a folder of configs such as ../shared/sd15, with the CLIP
   // tokenizer files from tokenizer_dir: the full-size architecture without a download.
@@ -88,8 +110,10 @@ class Engine {
   virtual int threads() const = 0;
 };
 
-// What a model folder holds, without loading it: each component's file, tensor and parameter
-// counts by dtype, and its config. ModelError when the folder is incomplete or corrupt.
-std::string describe_model_folder(const std::filesystem::path& model_dir);
+// What a model folder or single file holds, without loading it: each component's file, tensor
+// and parameter counts by dtype, its config (inferred from the shapes for single files), and the
+// LoRAs of `options`. ModelError when the model is incomplete or corrupt.
+std::string describe_model(const std::filesystem::path& model, const EngineOptions& options = {});
+inline std::string describe_model_folder(const std::filesystem::path& model_dir) { return describe_model(model_dir); }
 
 }  // namespace lcmd

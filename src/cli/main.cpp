@@ -14,11 +14,13 @@
 
 #include "cli/bench.h"
 #include "cli/flags.h"
+#include "cli/pull_command.h"
 #include "cli/serve_commands.h"
 #include "core/cpu.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "image/base64.h"
+#include "io/model_folder.h"
 #include "lcmd/engine.h"
 #include "pipeline/random_model.h"
 #include "text/tokenizer.h"
@@ -29,11 +31,20 @@ namespace {
 constexpr const char* kUsage = R"(usage: lcmd <command> [flags]
 
 commands:
-  generate  --model DIR --prompt TEXT [--width 256] [--height 256] [--steps 4] [--guidance 8.0]
-            [--seed N] [--threads N] [--precision auto|fp32] [--output out.png | --base64] [--verbose]
+  generate  --model DIR|FILE.safetensors --prompt TEXT [--negative-prompt TEXT] [--width 256] [--height 256]
+            [--steps 4] [--guidance 8.0] [--seed N] [--threads N] [--precision auto|fp32]
+            [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR]
+            [--output out.png | --base64] [--verbose]
             Writes a PNG (default out.png) or prints it base64-encoded on stdout.
-  tokenize  --model DIR --prompt TEXT        Prints the 77 CLIP input ids as a JSON array.
-  info      --model DIR                      Component configs, parameter counts, dtypes.
+            --model: a diffusers folder or a single-file LDM checkpoint (.safetensors; pickles
+            such as .ckpt are refused). --lora (repeatable) merges a LoRA at load, scale 1 by
+            default. A UNet without LCM's guidance embedding runs classifier-free guidance with
+            the negative prompt when --guidance > 1. Single files: --tokenizer DIR (CLIP vocab.json,
+            merges.txt) and --config-dir DIR (a diffusers folder whose configs replace the SD1.5
+            defaults; widths always come from the file).
+  tokenize  --model DIR|FILE --prompt TEXT [--tokenizer DIR]   Prints the 77 CLIP input ids as JSON.
+  info      --model DIR|FILE [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR]
+            Component configs, parameter counts, dtypes.
   make-random-model --like DIR --out DIR [--dtype fp32|fp16] [--tokenizer DIR] [--seed N]
             A model folder with DIR's configs and random weights (PyTorch default init).
   bench     [--model DIR | --random [--like ../shared/sd15] [--tokenizer DIR]] [--sizes 256,512]
@@ -48,6 +59,11 @@ commands:
             AWS Lambda custom runtime (Runtime API 2018-06-01). Settings default to the environment:
             AWS_LAMBDA_RUNTIME_API, LCMD_MODEL (/opt/sd_model), LCMD_THREADS, LCMD_MAX_SIZE, ...
             With no arguments and AWS_LAMBDA_RUNTIME_API set, lcmd runs as the Lambda runtime.
+  pull      [REPO] [--revision main] [--variant fp16] [--dir DIR]
+            Downloads the files the engine reads of a diffusers model (default
+            SimianLuo/LCM_Dreamshaper_v7) from the HuggingFace hub into DIR (default: the repo's name),
+            checked against the hub's sha256. HF_TOKEN and HF_ENDPOINT are honoured. An interrupted
+            download is kept as FILE.incomplete and a re-run resumes it; files already present are kept.
 )";
 
 double peak_rss_mb() {
@@ -56,12 +72,64 @@ double peak_rss_mb() {
   return usage.ru_maxrss / 1024.0;
 }
 
+// "FILE[:SCALE]": the scale is what follows the last ':' when it is a number (paths may hold ':').
+LoraSpec parse_lora(const std::string& value) {
+  if (value.empty() || value.rfind("--", 0) == 0)
+    throw InputError("--lora needs a file (FILE or FILE:SCALE), got '" + value + "'");
+  LoraSpec spec{value, 1.0};
+  const size_t colon = value.rfind(':');
+  if (colon == std::string::npos) return spec;
+  const std::string scale = value.substr(colon + 1);
+  char* end = nullptr;
+  const double x = std::strtod(scale.c_str(), &end);
+  if (scale.empty() || *end != '\0') return spec;
+  if (!std::isfinite(x)) throw InputError("--lora scale must be a finite number, got '" + scale + "'");
+  if (colon == 0) throw InputError("--lora needs a file before the scale, got '" + value + "'");
+  spec.path = value.substr(0, colon);
+  spec.scale = x;
+  return spec;
+}
+
+// Takes every --lora out of the arguments (the one repeatable flag); the rest go to Flags.
+std::vector<LoraSpec> take_loras(int& argc, char** argv) {
+  std::vector<LoraSpec> loras;
+  int kept = 2;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--lora") {
+      if (i + 1 >= argc) throw InputError("--lora needs a value (FILE or FILE:SCALE)");
+      loras.push_back(parse_lora(argv[++i]));
+    } else if (a.rfind("--lora=", 0) == 0) {
+      loras.push_back(parse_lora(a.substr(7)));
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  return loras;
+}
+
+EngineOptions model_options(const Flags& f, std::vector<LoraSpec> loras) {
+  EngineOptions options;
+  options.loras = std::move(loras);
+  options.tokenizer_dir = f.str("tokenizer");
+  options.config_dir = f.str("config-dir");
+  for (const std::string flag : {"tokenizer", "config-dir"})
+    if (f.has(flag) && !std::filesystem::is_directory(f.str(flag)))
+      throw InputError("--" + flag + " " + f.str(flag) + ": no such directory");
+  return options;
+}
+
 int cmd_generate(int argc, char** argv) {
-  const Flags f(argc, argv, {"model", "prompt", "width", "height", "steps", "guidance", "seed", "threads", "output", "precision"},
+  std::vector<LoraSpec> loras = take_loras(argc, argv);
+  const Flags f(argc, argv,
+                {"model", "prompt", "negative-prompt", "width", "height", "steps", "guidance", "seed", "threads", "output",
+                 "precision", "tokenizer", "config-dir"},
                 {"base64", "verbose"});
   GenerateRequest req;
   const std::string model = f.required("model");
   req.prompt = f.required("prompt");
+  req.negative_prompt = f.str("negative-prompt");
   req.width = static_cast<int>(f.integer("width", 256, INT32_MIN, INT32_MAX));
   req.height = static_cast<int>(f.integer("height", 256, INT32_MIN, INT32_MAX));
   req.steps = static_cast<int>(f.integer("steps", 4, INT32_MIN, INT32_MAX));
@@ -69,7 +137,7 @@ int cmd_generate(int argc, char** argv) {
   if (f.has("seed")) req.seed = f.unsigned64("seed");
   if (f.has("output") && f.has("base64")) throw InputError("--output and --base64 exclude each other");
   const std::string output = f.str("output", "out.png");
-  EngineOptions options;
+  EngineOptions options = model_options(f, std::move(loras));
   options.threads = static_cast<int>(f.integer("threads", 0, 0, 1024));
   options.precision = f.str("precision", "auto");
   validate(req);  // before the (slow) model load
@@ -103,10 +171,11 @@ int cmd_generate(int argc, char** argv) {
 }
 
 int cmd_tokenize(int argc, char** argv) {
-  const Flags f(argc, argv, {"model", "prompt"}, {});
-  const std::filesystem::path dir = f.required("model");
+  const Flags f(argc, argv, {"model", "prompt", "tokenizer", "config-dir"}, {});
+  const std::filesystem::path model = f.required("model");
   const std::string prompt = f.required("prompt");
-  const ClipTokenizer tokenizer = ClipTokenizer::from_dir(dir / "tokenizer");
+  const ClipTokenizer tokenizer =
+      ClipTokenizer::from_dir(locate_tokenizer(model, f.str("tokenizer"), f.str("config-dir")));
   const std::vector<int32_t> ids = tokenizer.encode(prompt);
   std::string out = "[";
   for (size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
@@ -115,8 +184,9 @@ int cmd_tokenize(int argc, char** argv) {
 }
 
 int cmd_info(int argc, char** argv) {
-  const Flags f(argc, argv, {"model"}, {});
-  std::cout << describe_model_folder(f.required("model"));
+  std::vector<LoraSpec> loras = take_loras(argc, argv);
+  const Flags f(argc, argv, {"model", "tokenizer", "config-dir"}, {});
+  std::cout << describe_model(f.required("model"), model_options(f, std::move(loras)));
   return 0;
 }
 
@@ -149,8 +219,9 @@ int run(int argc, char** argv) {
   if (cmd == "bench") return cmd_bench(argc, argv);
   if (cmd == "serve") return cmd_serve(argc, argv);
   if (cmd == "lambda") return cmd_lambda(argc, argv);
+  if (cmd == "pull") return cmd_pull(argc, argv);
   throw InputError("unknown command '" + cmd +
-                   "' (commands: generate, tokenize, info, make-random-model, bench, serve, lambda)");
+                   "' (commands: generate, tokenize, info, make-random-model, bench, serve, lambda, pull)");
 }
 
 }  // namespace

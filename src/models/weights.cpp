@@ -20,6 +20,17 @@ Tensor SafetensorsSource::load(const std::string& name, const Shape& shape) cons
 }
 std::string SafetensorsSource::describe() const { return file_->path().string(); }
 
+bool RenamingSource::contains(const std::string& name) const { return stored_.contains(rename_(name).name); }
+
+Tensor RenamingSource::load(const std::string& name, const Shape& shape) const {
+  const RenamedTensor stored = rename_(name);
+  if (!stored_.contains(stored.name))
+    throw ModelError(stored_.describe() + ": tensor '" + stored.name + "' is missing (the model's '" + name + "')");
+  if (stored.stored_as_conv1x1 && shape.size() == 2)
+    return stored_.load(stored.name, {shape[0], shape[1], 1, 1}).reshape(shape);
+  return stored_.load(stored.name, shape);
+}
+
 namespace {
 
 uint64_t splitmix64(uint64_t& state) {
@@ -51,7 +62,7 @@ Tensor RandomSource::load(const std::string& name, const Shape& shape) const {
 }
 
 Tensor RandomSource::generate(const std::string& name, const Shape& shape) const {
-  Tensor t(shape);
+  Tensor t = Tensor::transient(shape);
   float* v = t.data();
   const int64_t n = t.numel();
   uint64_t state = seed_ ^ std::hash<std::string>{}(name);

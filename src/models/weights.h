@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -39,6 +40,30 @@ class SafetensorsSource : public WeightSource {
 
  private:
   std::unique_ptr<SafetensorsFile> file_;
+};
+
+// Where a tensor the model asks for by its diffusers name is stored in another naming scheme.
+struct RenamedTensor {
+  std::string name;
+  // Stored as a 1x1 convolution [out, in, 1, 1] where the model wants a linear [out, in] (the
+  // LDM VAE's mid-block attention): same values, the trailing 1x1 is dropped.
+  bool stored_as_conv1x1 = false;
+};
+
+// A source that serves diffusers names from a source with other names (e.g. the CompVis/LDM
+// names of single-file checkpoints): every model walk stays the same, only the names differ.
+class RenamingSource : public WeightSource {
+ public:
+  using Rename = std::function<RenamedTensor(const std::string& diffusers_name)>;
+  RenamingSource(const WeightSource& stored, Rename rename) : stored_(stored), rename_(std::move(rename)) {}
+  bool contains(const std::string& name) const override;
+  // ModelError naming both the stored and the diffusers name when the tensor is missing.
+  Tensor load(const std::string& name, const Shape& shape) const override;
+  std::string describe() const override { return stored_.describe(); }
+
+ private:
+  const WeightSource& stored_;
+  Rename rename_;
 };
 
 // Random parameters with PyTorch's default initialisation, so a full-size model can run and be

@@ -11,6 +11,8 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "lcmd/engine.h"
+#include "models/ldm_names.h"
+#include "models/lora.h"
 #include "ops/ops.h"
 #include "pipeline/precision.h"
 #include "pipeline/random_model.h"
@@ -30,6 +32,15 @@ void validate(const GenerateRequest& r) {
     throw InputError("steps is " + std::to_string(r.steps) + "; allowed 1.." + std::to_string(kMaxSteps));
   if (!std::isfinite(r.guidance_scale)) throw InputError("guidance scale must be a finite number");
 }
+
+namespace {
+
+void validate_options(const EngineOptions& options) {
+  for (const LoraSpec& lora : options.loras)
+    if (!std::isfinite(lora.scale)) throw InputError("LoRA scale of " + lora.path.string() + " must be a finite number");
+}
+
+}  // namespace
 
 namespace {
 
@@ -90,16 +101,64 @@ PipelinePrecision prepare(const EngineOptions& options) {
 
 }  // namespace
 
-std::string describe_model_folder(const std::filesystem::path& model_dir) {
-  const ModelFolder folder = ModelFolder::locate(model_dir);
+namespace {
+
+// Tensor and parameter counts by component prefix and dtype, then the configs read from shapes.
+std::string describe_single_file(const std::filesystem::path& path, const EngineOptions& options) {
+  const SafetensorsFile f = SafetensorsFile::open(path);
+  const LdmConfigs c = infer_ldm_configs(f, options.config_dir);
   std::ostringstream os;
-  os << "model: " << folder.root.string() << "\n";
-  os << describe_weights("text_encoder", folder.text_encoder_weights, read_json_file(folder.text_encoder_config));
-  os << describe_weights("unet", folder.unet_weights, read_json_file(folder.unet_config));
-  os << describe_weights("vae", folder.vae_weights, read_json_file(folder.vae_config));
-  os << "scheduler: " << read_json_file(folder.scheduler_config).dump() << "\n";
-  const ClipTokenizer tokenizer = ClipTokenizer::from_dir(folder.tokenizer_dir);
-  os << "tokenizer: " << folder.tokenizer_dir.string() << " (vocabulary " << tokenizer.vocab_size() << ", max length "
+  os << "model: " << path.string() << " (single-file LDM checkpoint; "
+     << (c.unet.time_cond_proj_dim ? "LCM-distilled UNet with guidance embedding"
+                                   : "plain SD UNet: classifier-free guidance when guidance > 1")
+     << ")\n";
+  struct Part { const char* name; const char* prefix; const nlohmann::json* config; };
+  const Part parts[] = {{"text_encoder", kLdmTextPrefix, &c.text_json}, {"unet", kLdmUNetPrefix, &c.unet_json},
+                        {"vae", kLdmVaePrefix, &c.vae_json}};
+  size_t other = 0;
+  for (const TensorInfo& t : f.tensors()) {
+    bool known = false;
+    for (const Part& p : parts) known |= t.name.starts_with(p.prefix);
+    other += !known;
+  }
+  for (const Part& p : parts) {
+    int64_t tensors = 0, params = 0;
+    std::map<std::string, int64_t> by_dtype;
+    for (const TensorInfo& t : f.tensors()) {
+      if (!t.name.starts_with(p.prefix)) continue;
+      ++tensors;
+      params += shape_numel(t.shape);
+      by_dtype[dtype_name(t.dtype)] += shape_numel(t.shape);
+    }
+    os << p.name << ": " << p.prefix << "*\n  tensors: " << tensors << ", parameters: " << params << " (";
+    bool first = true;
+    for (const auto& [dtype, n] : by_dtype) os << (first ? "" : ", ") << dtype << " " << n, first = false;
+    os << ")\n  config: " << p.config->dump() << "\n";
+  }
+  os << "other tensors (ignored, e.g. EMA copies): " << other << "\n";
+  os << "scheduler: " << c.scheduler_json.dump() << "\n";
+  return os.str();
+}
+
+}  // namespace
+
+std::string describe_model(const std::filesystem::path& model, const EngineOptions& options) {
+  std::ostringstream os;
+  if (detect_model_layout(model) == ModelLayout::SingleFile) {
+    os << describe_single_file(model, options);
+  } else {
+    const ModelFolder folder = ModelFolder::locate(model);
+    os << "model: " << folder.root.string() << " (" << (folder.pipeline_class.empty() ? "diffusers folder" : folder.pipeline_class)
+       << ")\n";
+    os << describe_weights("text_encoder", folder.text_encoder_weights, read_json_file(folder.text_encoder_config));
+    os << describe_weights("unet", folder.unet_weights, read_json_file(folder.unet_config));
+    os << describe_weights("vae", folder.vae_weights, read_json_file(folder.vae_config));
+    os << "scheduler: " << read_json_file(folder.scheduler_config).dump() << "\n";
+  }
+  os << describe_loras(options.loras);
+  const std::filesystem::path tokenizer_dir = locate_tokenizer(model, options.tokenizer_dir, options.config_dir);
+  const ClipTokenizer tokenizer = ClipTokenizer::from_dir(tokenizer_dir);
+  os << "tokenizer: " << tokenizer_dir.string() << " (vocabulary " << tokenizer.vocab_size() << ", max length "
      << tokenizer.max_length() << ")\n";
   const CpuInfo& cpu = cpu_info();
   os << "cpu: " << cpu.model << " (" << cpu.threads << " threads; " << cpu.features() << ")\n";
@@ -108,10 +167,14 @@ std::string describe_model_folder(const std::filesystem::path& model_dir) {
   return os.str();
 }
 
-std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model_dir, const EngineOptions& options) {
+std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model, const EngineOptions& options) {
+  validate_options(options);
   const PipelinePrecision precision = prepare(options);
-  return std::make_unique<EngineImpl>(Txt2ImgPipeline::from_folder(ModelFolder::locate(model_dir), precision), options,
-                                      precision);
+  std::unique_ptr<Txt2ImgPipeline> pipeline =
+      detect_model_layout(model) == ModelLayout::SingleFile
+          ? Txt2ImgPipeline::from_single_file(model, options.tokenizer_dir, options.config_dir, precision, options.loras)
+          : Txt2ImgPipeline::from_folder(ModelFolder::locate(model), precision, options.loras);
+  return std::make_unique<EngineImpl>(std::move(pipeline), options, precision);
 }
 
 std::unique_ptr<Engine> Engine::load_random(const std::filesystem::path& configs_dir,

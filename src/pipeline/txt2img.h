@@ -1,5 +1,8 @@
 // LatentConsistencyModelPipeline (diffusers/pipelines/latent_consistency_models), the six steps:
 // request -> tokens -> text embedding -> seeded latents -> LCM denoising -> VAE decode -> PNG.
+// A UNet without time_cond_proj (plain SD1.5, e.g. with an LCM-LoRA merged in) runs as
+// diffusers' StableDiffusionPipeline + LCMScheduler instead: classifier-free guidance with the
+// negative prompt when guidance_scale > 1, one pass otherwise, and no guidance embedding.
 #pragma once
 #include <filesystem>
 #include <memory>
@@ -21,10 +24,14 @@ namespace lcmd {
 struct PipelineTrace {
   std::vector<int32_t> input_ids;
   Tensor prompt_embeds;
+  std::vector<int32_t> negative_input_ids;  // with classifier-free guidance only
+  Tensor negative_prompt_embeds;
   std::vector<float> w_embedding;
   Tensor latents_init;
   std::vector<int> timesteps;
-  std::vector<Tensor> model_pred, denoised, latents;
+  // Per step: the raw UNet output (batch 2 with guidance: [0] unconditional, [1] conditional),
+  // the model output the scheduler gets (after guidance), and the scheduler's outputs.
+  std::vector<Tensor> unet_output, model_pred, denoised, latents;
   Tensor vae_input;
   Tensor decoded;
 };
@@ -44,8 +51,16 @@ class Txt2ImgPipeline {
                   const WeightSource& vae_weights, const LcmSchedulerConfig& scheduler_config,
                   const PipelinePrecision& precision = {});
 
-  // Reads a diffusers folder (ModelError names what is missing or wrong).
-  static std::unique_ptr<Txt2ImgPipeline> from_folder(const ModelFolder& folder, const PipelinePrecision& precision = {});
+  // Reads a diffusers folder (ModelError names what is missing or wrong), merging the LoRAs.
+  static std::unique_ptr<Txt2ImgPipeline> from_folder(const ModelFolder& folder, const PipelinePrecision& precision = {},
+                                                      const std::vector<LoraSpec>& loras = {});
+  // Reads a single-file LDM checkpoint (see models/ldm_names.h): configs from its shapes over the
+  // SD1.5 defaults or config_dir's configs, the tokenizer from locate_tokenizer.
+  static std::unique_ptr<Txt2ImgPipeline> from_single_file(const std::filesystem::path& file,
+                                                           const std::filesystem::path& tokenizer_dir,
+                                                           const std::filesystem::path& config_dir,
+                                                           const PipelinePrecision& precision = {},
+                                                           const std::vector<LoraSpec>& loras = {});
 
   // Runs one request with the given seed. The request must be valid (see validate()).
   GenerateResult run(const GenerateRequest& request, uint64_t seed, const ProgressCallback& progress = {},
@@ -61,7 +76,14 @@ class Txt2ImgPipeline {
   void set_text_cache(size_t entries, size_t bytes) { text_cache_ = std::make_unique<EmbeddingCache>(entries, bytes); }
   const EmbeddingCache* text_cache() const { return text_cache_.get(); }
 
+  // StableDiffusionPipeline's do_classifier_free_guidance: a UNet without a guidance embedding
+  // and guidance_scale > 1.
+  bool uses_classifier_free_guidance(double guidance_scale) const;
+
  private:
+  // The text encoder's output for these ids, from the cache when there; *cached says which.
+  Tensor encode_text(const std::vector<int32_t>& ids, bool* cached) const;
+
   ClipTokenizer tokenizer_;
   ClipTextModel text_encoder_;
   UNet2DConditionModel unet_;

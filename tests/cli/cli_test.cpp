@@ -254,5 +254,91 @@ TEST(Cli, BenchRefusesBadFlags) {
   expect_refused({"bench", "--model", m, "--repeat", "0"}, "--repeat");
 }
 
+// ---- Single-file checkpoints, LoRAs and classifier-free guidance ----
+
+fs::path ldm_file() { return test::golden_dir() / "tiny-lcm-ldm.safetensors"; }
+
+void expect_matches_image_file(const std::vector<uint8_t>& png, const fs::path& image_uint8) {
+  int w = 0, h = 0;
+  const std::vector<uint8_t> rgb = decode_png_rgb(png, &w, &h);
+  const test::Npy ref = test::load_npy(image_uint8);
+  ASSERT_EQ(rgb.size(), ref.u8.size()) << image_uint8;
+  int max_diff = 0;
+  double sum = 0;
+  for (size_t i = 0; i < rgb.size(); ++i) {
+    const int d = std::abs(int(rgb[i]) - int(ref.u8[i]));
+    max_diff = std::max(max_diff, d);
+    sum += d;
+  }
+  EXPECT_LE(max_diff, 2) << image_uint8;
+  EXPECT_LE(sum / rgb.size(), 0.01) << image_uint8;
+}
+
+TEST(Cli, SingleFileCheckpointReproducesTheGoldenImage) {
+  test::TempDir dir;
+  // The tiny file needs the tiny head counts (--config-dir); its tokenizer comes from there too.
+  const CliRun r = lcmd({"generate", "--model", ldm_file().string(), "--config-dir", tiny_model().string(), "--prompt",
+                         "a photo of a cat", "--seed", "0", "--steps", "4", "--guidance", "8", "--precision", "fp32",
+                         "--output", "cat.png"},
+                        dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_matches_golden_image(read_bytes(dir.path() / "cat.png"), "run05_256x256_s4_g8_seed0");
+
+  const CliRun info = lcmd({"info", "--model", ldm_file().string(), "--config-dir", tiny_model().string()}, dir.path());
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  for (const char* s : {"single-file LDM checkpoint", "LCM-distilled", "model.diffusion_model.", "\"time_cond_proj_dim\":32",
+                        "I64", "tokenizer:"})
+    EXPECT_NE(info.out.find(s), std::string::npos) << s << "\n" << info.out;
+
+  const CliRun ids = lcmd({"tokenize", "--model", ldm_file().string(), "--tokenizer",
+                           (test::golden_dir() / "tokenizer").string(), "--prompt", "a photo of a cat"},
+                          dir.path());
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  EXPECT_EQ(nlohmann::json::parse(ids.out).get<std::vector<int64_t>>(),
+            test::load_npy(run_dir("run05_256x256_s4_g8_seed0") / "input_ids.npy").i64);
+}
+
+TEST(Cli, LoraWithNegativePromptMatchesStableDiffusionPipeline) {
+  test::TempDir dir;
+  const fs::path cases = test::golden_dir() / "tiny-sd-cases";
+  const std::string lora = (test::golden_dir() / "tiny-sd-lora/lora.safetensors").string();
+  // (b): LoRA 1.0, guidance 2 with a negative prompt, seed 1.
+  CliRun r = lcmd({"generate", "--model", (test::golden_dir() / "tiny-sd").string(), "--lora", lora + ":1.0", "--prompt",
+                   "a photo of a cat", "--negative-prompt", "blurry, low quality", "--guidance", "2", "--seed", "1",
+                   "--precision", "fp32", "--output", "b.png"},
+                  dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_matches_image_file(read_bytes(dir.path() / "b.png"), cases / "b_lora1_g2_neg_s4_256x256_seed1/image_uint8.npy");
+  // (e): the same at LoRA scale 0.5, the flag in its --lora= form.
+  r = lcmd({"generate", "--model", (test::golden_dir() / "tiny-sd").string(), "--lora=" + lora + ":0.5", "--prompt",
+            "a photo of a cat", "--negative-prompt", "blurry, low quality", "--guidance", "2", "--seed", "1",
+            "--precision", "fp32", "--output", "e.png"},
+           dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_matches_image_file(read_bytes(dir.path() / "e.png"), cases / "e_lora0.5_g2_neg_s4_256x256_seed1/image_uint8.npy");
+
+  const CliRun info = lcmd({"info", "--model", (test::golden_dir() / "tiny-sd").string(), "--lora", lora}, dir.path());
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  for (const char* s : {"StableDiffusionPipeline", "modules: 277", "rank 4", "alpha 3"})
+    EXPECT_NE(info.out.find(s), std::string::npos) << s << "\n" << info.out;
+}
+
+TEST(Cli, PicklesBadLorasAndMissingTokenizersAreRefused) {
+  test::TempDir files;
+  std::ofstream(files.path() / "model.ckpt") << "pickle";
+  const std::string ckpt = (files.path() / "model.ckpt").string();
+  expect_refused({"generate", "--model", ckpt, "--prompt", "cat"}, "weights_only=True");
+  expect_refused({"info", "--model", ckpt}, "safetensors");
+  const std::string m = (test::golden_dir() / "tiny-sd").string();
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--lora", ckpt}, "pickle");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--lora", "/nonexistent/lora.safetensors"},
+                 "/nonexistent/lora.safetensors");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--lora"}, "--lora");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--tokenizer", "/nonexistent/tok"}, "--tokenizer");
+  // A single file alone in its folder has no tokenizer to use.
+  fs::copy_file(ldm_file(), files.path() / "alone.safetensors");
+  expect_refused({"generate", "--model", (files.path() / "alone.safetensors").string(), "--prompt", "cat"}, "--tokenizer");
+}
+
 }  // namespace
 }  // namespace lcmd
