@@ -25,6 +25,9 @@ struct GenerateRequest {
   // SD UNets run classifier-free guidance when it is > 1 (two UNet passes per step).
   double guidance_scale = 8.0;
   std::optional<uint64_t> seed;       // random when absent; the result says which was used
+  // "vae" (the model's AutoencoderKL), "taesd" (the tiny decoder: 5-20x faster, softer detail;
+  // needs EngineOptions::taesd_dir), or empty for the engine's default.
+  std::string decoder;
 };
 
 inline constexpr int kMaxImageSide = 2048;
@@ -77,6 +80,10 @@ struct EngineOptions {
   // scheduler/ configs replace the built-in SD1.5 defaults (head counts, eps, scheduler...).
   // Widths are always read from the file's tensor shapes.
   std::filesystem::path config_dir;
+  // A diffusers AutoencoderTiny folder (config.json + diffusion_pytorch_model.safetensors, e.g.
+  // madebyollin/taesd) loaded next to the VAE; requests may then ask for decoder "taesd".
+  std::filesystem::path taesd_dir;
+  std::string default_decoder = "vae";  // "vae" | "taesd"
 };
 
 // Called after each denoising step (1-based step, total steps). Returning false stops the

@@ -33,7 +33,7 @@ constexpr const char* kUsage = R"(usage: lcmd <command> [flags]
 commands:
   generate  --model DIR|FILE.safetensors --prompt TEXT [--negative-prompt TEXT] [--width 256] [--height 256]
             [--steps 4] [--guidance 8.0] [--seed N] [--threads N] [--precision auto|fp32]
-            [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR]
+            [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR] [--decoder vae|taesd --taesd DIR]
             [--output out.png | --base64] [--verbose]
             Writes a PNG (default out.png) or prints it base64-encoded on stdout.
             --model: a diffusers folder or a single-file LDM checkpoint (.safetensors; pickles
@@ -124,12 +124,17 @@ int cmd_generate(int argc, char** argv) {
   std::vector<LoraSpec> loras = take_loras(argc, argv);
   const Flags f(argc, argv,
                 {"model", "prompt", "negative-prompt", "width", "height", "steps", "guidance", "seed", "threads", "output",
-                 "precision", "tokenizer", "config-dir"},
+                 "precision", "tokenizer", "config-dir", "decoder", "taesd"},
                 {"base64", "verbose"});
   GenerateRequest req;
   const std::string model = f.required("model");
   req.prompt = f.required("prompt");
   req.negative_prompt = f.str("negative-prompt");
+  const std::string decoder = f.str("decoder", "vae");
+  if (decoder != "vae" && decoder != "taesd") throw InputError("--decoder must be vae or taesd, got '" + decoder + "'");
+  if (decoder == "taesd" && !f.has("taesd")) throw InputError("--decoder taesd needs --taesd DIR (an AutoencoderTiny folder)");
+  if (f.has("taesd") && !std::filesystem::is_directory(f.str("taesd")))
+    throw InputError("--taesd " + f.str("taesd") + ": no such directory");
   req.width = static_cast<int>(f.integer("width", 256, INT32_MIN, INT32_MAX));
   req.height = static_cast<int>(f.integer("height", 256, INT32_MIN, INT32_MAX));
   req.steps = static_cast<int>(f.integer("steps", 4, INT32_MIN, INT32_MAX));
@@ -138,6 +143,8 @@ int cmd_generate(int argc, char** argv) {
   if (f.has("output") && f.has("base64")) throw InputError("--output and --base64 exclude each other");
   const std::string output = f.str("output", "out.png");
   EngineOptions options = model_options(f, std::move(loras));
+  options.taesd_dir = f.str("taesd");
+  options.default_decoder = decoder;
   options.threads = static_cast<int>(f.integer("threads", 0, 0, 1024));
   options.precision = f.str("precision", "auto");
   validate(req);  // before the (slow) model load

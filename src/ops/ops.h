@@ -165,3 +165,11 @@ Tensor attention(const Tensor& q, const PackedKV& kv, bool causal = false);
 const char* attention_kernel_name(AttentionPrecision precision);
 
 }  // namespace lcmd::ops
+
+// ---- Extra activations (activations_extra.cpp) ----
+namespace lcmd::ops {
+
+// In-place max(x, 0) as torch.relu: NaN stays NaN. (TAESD's decoder.)
+void relu_(Tensor& x);
+
+}  // namespace lcmd::ops

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "core/error.h"
 #include "image/png.h"
 #include "image/postprocess.h"
 #include "io/safetensors.h"
@@ -202,10 +203,15 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   // 5. VAE decode of the last denoised latent, then diffusers' postprocess to 8-bit RGB.
   t0 = Clock::now();
   macs0 = ops::macs_done();
+  // Each decoder divides by its own scaling_factor: 0.18215 for the KL VAE, 1.0 for TAESD.
+  const std::string& decoder = request.decoder.empty() ? default_decoder_ : request.decoder;
+  if (decoder == "taesd" && !taesd_) throw InputError("decoder 'taesd' is not loaded (start with a TAESD folder)");
+  if (decoder != "taesd" && decoder != "vae") throw InputError("decoder is '" + decoder + "'; allowed: vae, taesd");
+  const bool tiny = decoder == "taesd";
   Tensor vae_input(denoised.shape());
-  const float scaling = vae_.config().scaling_factor;
+  const float scaling = tiny ? taesd_->config().scaling_factor : vae_.config().scaling_factor;
   for (int64_t i = 0; i < denoised.numel(); ++i) vae_input.data()[i] = denoised.data()[i] / scaling;
-  const Tensor decoded = vae_.forward(to_nhwc(vae_input));
+  const Tensor decoded = tiny ? taesd_->forward(to_nhwc(vae_input)) : vae_.forward(to_nhwc(vae_input));
   result.rgb = to_rgb8(decoded);
   timings.vae_decode_ms = ms_since(t0);
   timings.vae_decode_gmac = gmac_since(macs0);
@@ -220,6 +226,28 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   timings.png_ms = ms_since(t0);
   timings.total_ms = ms_since(t_start);
   return result;
+}
+
+void Txt2ImgPipeline::load_taesd(const std::filesystem::path& dir, Precision precision) {
+  const std::filesystem::path config_file = dir / "config.json";
+  const TaesdConfig config = TaesdConfig::from_json(read_json_file(config_file), config_file.string());
+  std::filesystem::path weights_file = dir / "diffusion_pytorch_model.safetensors";
+  if (!std::filesystem::exists(weights_file) && std::filesystem::exists(dir / "diffusion_pytorch_model.fp16.safetensors"))
+    weights_file = dir / "diffusion_pytorch_model.fp16.safetensors";
+  auto source = std::make_unique<SafetensorsSource>(weights_file);
+  if (has_original_taesd_decoder_names(*source)) {  // madebyollin's taesd_decoder.safetensors naming
+    const OriginalTaesdDecoderSource original(std::move(source));
+    taesd_ = std::make_unique<TaesdDecoder>(config, Weights(original, precision));
+  } else {
+    taesd_ = std::make_unique<TaesdDecoder>(config, Weights(*source, precision));
+  }
+  release_cached_memory();
+}
+
+void Txt2ImgPipeline::set_default_decoder(const std::string& name) {
+  if (name != "vae" && name != "taesd") throw InputError("decoder is '" + name + "'; allowed: vae, taesd");
+  if (name == "taesd" && !taesd_) throw InputError("decoder 'taesd' needs a TAESD folder (--taesd DIR)");
+  default_decoder_ = name;
 }
 
 }  // namespace lcmd

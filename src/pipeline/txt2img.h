@@ -12,6 +12,7 @@
 #include "lcmd/engine.h"
 #include "models/clip_text.h"
 #include "models/unet.h"
+#include "models/taesd.h"
 #include "models/vae.h"
 #include "pipeline/embedding_cache.h"
 #include "sched/lcm_scheduler.h"
@@ -70,6 +71,11 @@ class Txt2ImgPipeline {
   const ClipTextModel& text_encoder() const { return text_encoder_; }
   const UNet2DConditionModel& unet() const { return unet_; }
   const VaeDecoder& vae() const { return vae_; }
+
+  // Adds TAESD (a diffusers AutoencoderTiny folder) as a second decoder, requested by name.
+  void load_taesd(const std::filesystem::path& dir, Precision precision);
+  bool has_taesd() const { return taesd_ != nullptr; }
+  void set_default_decoder(const std::string& name);
   const LcmScheduler& scheduler() const { return scheduler_; }
 
   // Keeps up to `entries` text embeddings (and `bytes`) for prompts seen before; 0 disables.
@@ -88,6 +94,8 @@ class Txt2ImgPipeline {
   ClipTextModel text_encoder_;
   UNet2DConditionModel unet_;
   VaeDecoder vae_;
+  std::unique_ptr<TaesdDecoder> taesd_;
+  std::string default_decoder_ = "vae";
   LcmScheduler scheduler_;
   std::unique_ptr<EmbeddingCache> text_cache_;
 };

@@ -342,3 +342,34 @@ TEST(Cli, PicklesBadLorasAndMissingTokenizersAreRefused) {
 
 }  // namespace
 }  // namespace lcmd
+
+namespace lcmd {
+namespace {
+
+TEST(Cli, TaesdDecoderReproducesTheGoldenImage) {
+  test::TempDir dir;
+  const CliRun r = lcmd({"generate", "--model", tiny_model().string(), "--prompt", "a photo of a cat", "--seed", "0",
+                         "--precision", "fp32", "--decoder", "taesd", "--taesd",
+                         (test::golden_dir() / "tiny-taesd").string(), "--output", "t.png"},
+                        dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  int w = 0, h = 0;
+  const std::vector<uint8_t> rgb = decode_png_rgb(read_bytes(dir.path() / "t.png"), &w, &h);
+  const test::Npy ref =
+      test::load_npy(test::golden_dir() / "tiny-taesd-cases/pipeline/run00_256x256_s4_g8_seed0/image_uint8.npy");
+  ASSERT_EQ(rgb.size(), ref.u8.size());
+  int max_diff = 0;
+  for (size_t i = 0; i < rgb.size(); ++i) max_diff = std::max(max_diff, std::abs(int(rgb[i]) - int(ref.u8[i])));
+  EXPECT_LE(max_diff, 2);
+}
+
+TEST(Cli, TaesdFlagsAreChecked) {
+  const std::string m = tiny_model().string();
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--decoder", "taesd"}, "--taesd");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--decoder", "bicubic"}, "--decoder");
+  expect_refused({"generate", "--model", m, "--prompt", "cat", "--decoder", "taesd", "--taesd", "/nonexistent"},
+                 "/nonexistent");
+}
+
+}  // namespace
+}  // namespace lcmd
