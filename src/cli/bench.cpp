@@ -179,7 +179,7 @@ void print_table(const RunSummary& s, double peak) {
 
 int cmd_bench(int argc, char** argv) {
   const Flags f(argc, argv, {"model", "like", "tokenizer", "sizes", "steps", "precision", "repeat", "warmup", "threads",
-                             "guidance"},
+                             "guidance", "decoder", "taesd"},
                 {"random", "json"});
   if (f.has("model") == f.has("random")) throw InputError("give exactly one of --model DIR and --random");
   const std::vector<int> sizes = parse_sizes(f.str("sizes", "256"));
@@ -190,6 +190,12 @@ int cmd_bench(int argc, char** argv) {
   EngineOptions options;
   options.threads = static_cast<int>(f.integer("threads", 0, 0, 1024));
   options.precision = f.str("precision", "auto");
+  options.default_decoder = f.str("decoder", "vae");
+  options.taesd_dir = f.str("taesd");  // with --random and --decoder taesd: a random full-size TAESD
+  if (options.default_decoder != "vae" && options.default_decoder != "taesd")
+    throw InputError("--decoder must be vae or taesd, got '" + options.default_decoder + "'");
+  if (options.default_decoder == "taesd" && options.taesd_dir.empty() && !f.has("random"))
+    throw InputError("--decoder taesd with --model needs --taesd DIR");
 
   const auto t0 = Clock::now();
   std::unique_ptr<Engine> engine;
@@ -216,9 +222,9 @@ int cmd_bench(int argc, char** argv) {
     if (!f.has("json")) {
       if (runs.size() == 1)
         std::printf("lcmd bench: %s\n  cpu %s, %d threads (%s), fp32 peak %.1f GFLOP/s\n  precision: %s\n"
-                    "  model ready in %.0f ms; %d timed runs after %d warm-up\n",
+                    "  decoder %s; model ready in %.0f ms; %d timed runs after %d warm-up\n",
                     model_desc.c_str(), cpu.model.c_str(), threads, cpu.features().c_str(), peak,
-                    engine->precision().c_str(), ready_ms, repeat, warmup);
+                    engine->precision().c_str(), options.default_decoder.c_str(), ready_ms, repeat, warmup);
       print_table(runs.back(), peak);
       std::fflush(stdout);
     }
@@ -235,6 +241,7 @@ int cmd_bench(int argc, char** argv) {
                              {"steps", s.steps},
                              {"precision", options.precision},
                              {"precision_detail", engine->precision()},
+                             {"decoder", options.default_decoder},
                              {"threads", threads},
                              {"repeat", repeat},
                              {"total_ms", s.total_ms},

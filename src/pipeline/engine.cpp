@@ -194,6 +194,7 @@ std::unique_ptr<Engine> Engine::load_random(const std::filesystem::path& configs
   const RandomSource text_weights(kRandomTextEncoderSeed), unet_weights(kRandomUNetSeed), vae_weights(kRandomVaeSeed);
   auto pipeline = std::make_unique<Txt2ImgPipeline>(ClipTokenizer::from_dir(tokenizer_dir), text, text_weights, unet,
                                                     unet_weights, vae, vae_weights, scheduler, precision);
+  if (options.taesd_dir.empty() && options.default_decoder == "taesd") pipeline->load_random_taesd(Precision::FP32);
   return std::make_unique<EngineImpl>(std::move(pipeline), options, precision);
 }
 

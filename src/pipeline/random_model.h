@@ -10,7 +10,7 @@
 namespace lcmd {
 
 // Seeds of the random components, offsets from the folder's seed (0 for Engine::load_random).
-inline constexpr uint64_t kRandomTextEncoderSeed = 1, kRandomUNetSeed = 2, kRandomVaeSeed = 3;
+inline constexpr uint64_t kRandomTextEncoderSeed = 1, kRandomUNetSeed = 2, kRandomVaeSeed = 3, kRandomTaesdSeed = 4;
 
 // like: a folder with model_index.json, scheduler/, text_encoder/config.json, unet/config.json,
 // vae/config.json and tokenizer/ json files; vocab.json and merges.txt come from tokenizer_dir

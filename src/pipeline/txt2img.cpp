@@ -1,5 +1,7 @@
 #include "pipeline/txt2img.h"
 
+#include "pipeline/random_model.h"
+
 #include <chrono>
 
 #include "core/error.h"
@@ -241,6 +243,12 @@ void Txt2ImgPipeline::load_taesd(const std::filesystem::path& dir, Precision pre
   } else {
     taesd_ = std::make_unique<TaesdDecoder>(config, Weights(*source, precision));
   }
+  release_cached_memory();
+}
+
+void Txt2ImgPipeline::load_random_taesd(Precision precision) {
+  const RandomSource source(kRandomTaesdSeed);
+  taesd_ = std::make_unique<TaesdDecoder>(TaesdConfig{}, Weights(source, precision));
   release_cached_memory();
 }
 

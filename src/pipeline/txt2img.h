@@ -74,6 +74,8 @@ class Txt2ImgPipeline {
 
   // Adds TAESD (a diffusers AutoencoderTiny folder) as a second decoder, requested by name.
   void load_taesd(const std::filesystem::path& dir, Precision precision);
+  // The full-size TAESD (madebyollin/taesd's config) with random weights, for benchmarks.
+  void load_random_taesd(Precision precision);
   bool has_taesd() const { return taesd_ != nullptr; }
   void set_default_decoder(const std::string& name);
   const LcmScheduler& scheduler() const { return scheduler_; }

@@ -252,6 +252,8 @@ TEST(Cli, BenchRefusesBadFlags) {
   expect_refused({"bench", "--model", m, "--sizes", "256,100"}, "--sizes");
   expect_refused({"bench", "--model", m, "--random"}, "exactly one");
   expect_refused({"bench", "--model", m, "--repeat", "0"}, "--repeat");
+  expect_refused({"bench", "--model", m, "--decoder", "taesd"}, "--taesd");
+  expect_refused({"bench", "--model", m, "--decoder", "nearest"}, "--decoder");
 }
 
 // ---- Single-file checkpoints, LoRAs and classifier-free guidance ----
