@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -63,6 +64,18 @@ EngineOptions engine_options(const Flags& f, bool lambda) {
   options.precision = flag_or_env(f, "precision", lambda ? "LCMD_PRECISION" : nullptr, options.precision);
   options.text_cache_entries =
       static_cast<size_t>(flag_or_env_integer(f, "text-cache", lambda ? "LCMD_TEXT_CACHE" : nullptr, 64, 0, 1000000));
+  // Single-file checkpoints and the TAESD decoder, as for `lcmd generate`.
+  options.tokenizer_dir = flag_or_env(f, "tokenizer", lambda ? "LCMD_TOKENIZER" : nullptr, "");
+  options.config_dir = flag_or_env(f, "config-dir", lambda ? "LCMD_CONFIG_DIR" : nullptr, "");
+  options.taesd_dir = flag_or_env(f, "taesd", lambda ? "LCMD_TAESD" : nullptr, "");
+  options.default_decoder = flag_or_env(f, "decoder", lambda ? "LCMD_DECODER" : nullptr, "vae");
+  if (options.default_decoder != "vae" && options.default_decoder != "taesd")
+    throw InputError("decoder must be vae or taesd, got '" + options.default_decoder + "'");
+  for (const auto& [name, dir] : {std::pair<const char*, const std::filesystem::path*>{"tokenizer", &options.tokenizer_dir},
+                                  {"config-dir", &options.config_dir},
+                                  {"taesd", &options.taesd_dir}})
+    if (!dir->empty() && !std::filesystem::is_directory(*dir))
+      throw InputError(std::string(name) + " " + dir->string() + ": no such directory");
   return options;
 }
 
@@ -125,7 +138,8 @@ class ShutdownSignals {
 int cmd_serve(int argc, char** argv) {
   const Flags f(argc, argv,
                 {"model", "host", "port", "max-queue", "max-body-bytes", "max-size", "max-steps", "result-cache",
-                 "result-cache-mb", "threads", "precision", "text-cache", "read-timeout", "connection-threads"},
+                 "result-cache-mb", "threads", "precision", "text-cache", "read-timeout", "connection-threads",
+                 "tokenizer", "config-dir", "taesd", "decoder"},
                 {});
   const std::string model = f.required("model");
   serve::HttpServerOptions http;
@@ -164,7 +178,7 @@ int cmd_serve(int argc, char** argv) {
 int cmd_lambda(int argc, char** argv) {
   const Flags f(argc, argv,
                 {"model", "runtime-api", "threads", "precision", "text-cache", "max-size", "max-steps", "result-cache",
-                 "result-cache-mb"},
+                 "result-cache-mb", "tokenizer", "config-dir", "taesd", "decoder"},
                 {});
   serve::LambdaOptions options;
   options.runtime_api = flag_or_env(f, "runtime-api", "AWS_LAMBDA_RUNTIME_API", "");

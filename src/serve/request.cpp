@@ -195,6 +195,27 @@ std::string read_prompt(const json* v, const RequestLimits& limits) {
   return prompt;
 }
 
+// Optional: the unconditional prompt of classifier-free guidance (plain SD models); may be empty.
+std::string read_negative_prompt(const json* v, const RequestLimits& limits) {
+  const std::string rule = "a string of 0.." + std::to_string(limits.max_prompt_bytes) + " bytes of UTF-8";
+  if (!v) return "";
+  if (!v->is_string()) out_of_rule("negative_prompt", rule, *v);
+  const std::string& text = v->get_ref<const std::string&>();
+  if (text.size() > limits.max_prompt_bytes)
+    throw invalid_request("negative_prompt must be " + rule + "; got " + std::to_string(text.size()) + " bytes");
+  if (const size_t bad = first_invalid_utf8(text); bad != std::string_view::npos)
+    throw invalid_request("negative_prompt must be " + rule + "; invalid UTF-8 at byte " + std::to_string(bad));
+  return text;
+}
+
+// Optional: "vae" or "taesd" (the server must have been started with a TAESD folder for it).
+std::string read_decoder(const json* v) {
+  if (!v) return "";
+  if (!v->is_string() || (v->get_ref<const std::string&>() != "vae" && v->get_ref<const std::string&>() != "taesd"))
+    out_of_rule("decoder", "\"vae\" or \"taesd\"", *v);
+  return v->get<std::string>();
+}
+
 void read_output_format(const json* v) {
   if (v && !(v->is_string() && v->get_ref<const std::string&>() == "png")) out_of_rule("output_format", "\"png\"", *v);
 }
@@ -250,9 +271,12 @@ void check_limits(const RequestLimits& limits) {
 
 GenerateRequest parse_generate_request(std::string_view body, const RequestLimits& limits) {
   const json object = parse_object(body);
-  const Fields fields(object, {"prompt", "width", "height", "steps", "guidance_scale", "seed", "output_format"});
+  const Fields fields(object, {"prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed",
+                               "decoder", "output_format"});
   GenerateRequest request;
   request.prompt = read_prompt(fields.get("prompt"), limits);
+  request.negative_prompt = read_negative_prompt(fields.get("negative_prompt"), limits);
+  request.decoder = read_decoder(fields.get("decoder"));
   request.width = read_side(fields.get("width"), "width", limits);
   request.height = read_side(fields.get("height"), "height", limits);
   request.steps = read_steps(fields.get("steps"), limits);

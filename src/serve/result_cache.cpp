@@ -9,10 +9,11 @@ std::string ResultCache::key_of(const GenerateRequest& r) {
   // by its bits because the engine uses the exact double.
   uint64_t guidance_bits = 0;
   std::memcpy(&guidance_bits, &r.guidance_scale, sizeof guidance_bits);
-  const uint64_t fields[] = {*r.seed, static_cast<uint64_t>(r.width), static_cast<uint64_t>(r.height),
-                             static_cast<uint64_t>(r.steps), guidance_bits};
+  const uint64_t fields[] = {*r.seed,         static_cast<uint64_t>(r.width), static_cast<uint64_t>(r.height),
+                             static_cast<uint64_t>(r.steps), guidance_bits, r.prompt.size(),
+                             r.negative_prompt.size()};
   std::string key(reinterpret_cast<const char*>(fields), sizeof fields);
-  return key + r.prompt;
+  return key + r.prompt + r.negative_prompt + "\0" + r.decoder;
 }
 
 std::shared_ptr<const std::vector<uint8_t>> ResultCache::find(const GenerateRequest& request) {

@@ -47,10 +47,16 @@ TEST(ResultCache, EveryKeyFieldMatters) {
   EXPECT_EQ(cache.find(other), nullptr);
   other = base, other.guidance_scale = 8.000000001;
   EXPECT_EQ(cache.find(other), nullptr);
+  other = base, other.negative_prompt = "blurry";
+  EXPECT_EQ(cache.find(other), nullptr);
+  other = base, other.decoder = "taesd";
+  EXPECT_EQ(cache.find(other), nullptr);
+  other = base, other.prompt = "a ca", other.negative_prompt = "t";  // same bytes, other split
+  EXPECT_EQ(cache.find(other), nullptr);
   other = base, other.seed.reset();
   EXPECT_EQ(cache.find(other), nullptr);  // no seed: a random image, never cached
   EXPECT_EQ(cache.stats().hits, 2u);
-  EXPECT_EQ(cache.stats().misses, 6u);
+  EXPECT_EQ(cache.stats().misses, 9u);
 }
 
 TEST(ResultCache, EvictsLeastRecentlyUsedWithinBothBounds) {
@@ -64,10 +70,10 @@ TEST(ResultCache, EvictsLeastRecentlyUsedWithinBothBounds) {
   EXPECT_NE(by_entries.find(request("c", 1)), nullptr);
   EXPECT_EQ(by_entries.stats().entries, 2u);
 
-  ResultCache by_bytes(100, 300);  // each entry: a 41-byte key + 100 bytes of PNG
+  ResultCache by_bytes(100, 330);  // each entry: a 58-byte key + 100 bytes of PNG
   for (int i = 0; i < 5; ++i) by_bytes.insert(request("p", i), std::vector<uint8_t>(100, 0));
   EXPECT_EQ(by_bytes.stats().entries, 2u);
-  EXPECT_LE(by_bytes.stats().bytes, 300u);
+  EXPECT_LE(by_bytes.stats().bytes, 330u);
   EXPECT_NE(by_bytes.find(request("p", 4)), nullptr);
   EXPECT_EQ(by_bytes.find(request("p", 0)), nullptr);
   by_bytes.insert(request("big", 1), std::vector<uint8_t>(1000, 0));  // larger than the bound: not kept

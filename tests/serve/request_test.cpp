@@ -136,9 +136,9 @@ TEST(Request, BadNativeFieldsNameTheFieldAndRange) {
           {"output_format jpeg", R"({"prompt":"x","output_format":"jpeg"})",
            "output_format must be \"png\"; got \"jpeg\""},
           {"output_format number", R"({"prompt":"x","output_format":1})", "output_format must be \"png\"; got 1"},
-          {"unknown field", R"({"prompt":"x","negative_prompt":"y"})",
-           "unknown field 'negative_prompt'; allowed fields: prompt, width, height, steps, guidance_scale, seed, "
-           "output_format"},
+          {"unknown field", R"({"prompt":"x","style":"y"})",
+           "unknown field 'style'; allowed fields: prompt, negative_prompt, width, height, steps, guidance_scale, "
+           "seed, decoder, output_format"},
           {"duplicate field", R"({"prompt":"x","steps":2,"steps":3})", "field 'steps' appears more than once"},
       },
       false);
@@ -284,6 +284,34 @@ TEST(Response, AcceptNegotiation) {
 TEST(Response, PrintableEscapesAndTruncates) {
   EXPECT_EQ(printable("a\xff\n"), "a\\xff\\x0a");
   EXPECT_EQ(printable(std::string(100, 'x'), 10), std::string(10, 'x') + "...");
+}
+
+}  // namespace
+}  // namespace lcmd::serve
+
+namespace lcmd::serve {
+namespace {
+
+TEST(Request, NegativePromptAndDecoderAreRead) {
+  const GenerateRequest r =
+      parse_generate_request(R"({"prompt":"a cat","negative_prompt":"blurry","decoder":"taesd"})", RequestLimits{});
+  EXPECT_EQ(r.negative_prompt, "blurry");
+  EXPECT_EQ(r.decoder, "taesd");
+  const GenerateRequest d = parse_generate_request(R"({"prompt":"a cat","negative_prompt":""})", RequestLimits{});
+  EXPECT_EQ(d.negative_prompt, "");
+  EXPECT_EQ(d.decoder, "");  // the engine's default
+}
+
+TEST(Request, BadNegativePromptOrDecoderNamesTheField) {
+  const std::string long_text(2001, 'a');
+  expect_all_refused({
+      {"negative_prompt wrong type", R"({"prompt":"x","negative_prompt":3})",
+       "negative_prompt must be a string of 0..2000 bytes of UTF-8"},
+      {"negative_prompt huge", R"({"prompt":"x","negative_prompt":")" + long_text + "\"}", "got 2001 bytes"},
+      {"negative_prompt bad utf-8", "{\"prompt\":\"x\",\"negative_prompt\":\"a\xff\"}", "UTF-8"},
+      {"decoder unknown", R"({"prompt":"x","decoder":"bilinear"})", "decoder must be \"vae\" or \"taesd\""},
+      {"decoder wrong type", R"({"prompt":"x","decoder":1})", "decoder must be \"vae\" or \"taesd\""},
+  }, /*openai=*/false);
 }
 
 }  // namespace
