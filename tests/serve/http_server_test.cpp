@@ -372,3 +372,45 @@ TEST(HttpServeLoad, TwentyConcurrentClientsWithQueueBoundFour) {
 
 }  // namespace
 }  // namespace lcmd::test
+
+namespace lcmd::test {
+namespace {
+
+// The TAESD path through the server: a request asking for the tiny decoder gets diffusers'
+// AutoencoderTiny image (golden tiny-taesd-cases run00, fp32), the default decoder stays the VAE.
+TEST(HttpServeTaesd, DecoderFieldSelectsTheTinyDecoder) {
+  ServeProcess server({"--precision", "fp32", "--taesd", (golden_dir() / "tiny-taesd").string()});
+  const json body{{"prompt", "a photo of a cat"}, {"seed", 0}, {"steps", 4}, {"guidance_scale", 8.0},
+                  {"negative_prompt", "blurry"}, {"decoder", "taesd"}};
+  const auto res = post(server.port(), "/v1/generate", body.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const std::vector<uint8_t> png = base64_decode(json::parse(res->body).at("image_base64").get<std::string>());
+  const std::vector<uint8_t> cli = [&] {
+    TempDir dir;
+    const CommandResult r = run_command({LCMD_BINARY, "generate", "--model", tiny_model().string(), "--prompt",
+                                         "a photo of a cat", "--seed", "0", "--precision", "fp32", "--decoder", "taesd",
+                                         "--taesd", (golden_dir() / "tiny-taesd").string(), "--output",
+                                         (dir.path() / "t.png").string()},
+                                        90s);
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::ifstream in(dir.path() / "t.png", std::ios::binary);
+    return std::vector<uint8_t>{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }();
+  EXPECT_EQ(png, cli);
+  const json vae_body{{"prompt", "a photo of a cat"}, {"seed", 0}, {"steps", 4}};
+  const auto vae = post(server.port(), "/v1/generate", vae_body.dump());
+  ASSERT_TRUE(vae);
+  EXPECT_NE(base64_decode(json::parse(vae->body).at("image_base64").get<std::string>()), png);
+}
+
+TEST(HttpServeTaesd, TaesdRequestWithoutTaesdLoadedIsABadRequest) {
+  ServeProcess server({"--precision", "fp32"});
+  const auto res = post(server.port(), "/v1/generate", R"({"prompt":"x","steps":1,"decoder":"taesd"})");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_NE(res->body.find("taesd"), std::string::npos) << res->body;
+}
+
+}  // namespace
+}  // namespace lcmd::test
