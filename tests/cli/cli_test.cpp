@@ -69,11 +69,12 @@ std::vector<uint8_t> read_bytes(const fs::path& p) {
 fs::path tiny_model() { return test::golden_dir() / "tiny-lcm"; }
 fs::path run_dir(const std::string& name) { return test::golden_dir() / "tiny-lcm-cases/pipeline" / name; }
 
-void expect_matches_golden_image(const std::vector<uint8_t>& png, const std::string& run) {
+// The golden README's bound for final images: max abs diff <= 2, mean abs diff <= 0.01.
+void expect_matches_image_file(const std::vector<uint8_t>& png, const fs::path& image_uint8) {
   int w = 0, h = 0;
   const std::vector<uint8_t> rgb = decode_png_rgb(png, &w, &h);
-  const test::Npy ref = test::load_npy(run_dir(run) / "image_uint8.npy");
-  ASSERT_EQ(rgb.size(), ref.u8.size()) << run;
+  const test::Npy ref = test::load_npy(image_uint8);
+  ASSERT_EQ(rgb.size(), ref.u8.size()) << image_uint8;
   int max_diff = 0;
   double sum = 0;
   for (size_t i = 0; i < rgb.size(); ++i) {
@@ -81,8 +82,12 @@ void expect_matches_golden_image(const std::vector<uint8_t>& png, const std::str
     max_diff = std::max(max_diff, d);
     sum += d;
   }
-  EXPECT_LE(max_diff, 2) << run;
-  EXPECT_LE(sum / rgb.size(), 0.01) << run;
+  EXPECT_LE(max_diff, 2) << image_uint8;
+  EXPECT_LE(sum / rgb.size(), 0.01) << image_uint8;
+}
+
+void expect_matches_golden_image(const std::vector<uint8_t>& png, const std::string& run) {
+  expect_matches_image_file(png, run_dir(run) / "image_uint8.npy");
 }
 
 TEST(Cli, GenerateReproducesTheGoldenImages) {
@@ -260,22 +265,6 @@ TEST(Cli, BenchRefusesBadFlags) {
 
 fs::path ldm_file() { return test::golden_dir() / "tiny-lcm-ldm.safetensors"; }
 
-void expect_matches_image_file(const std::vector<uint8_t>& png, const fs::path& image_uint8) {
-  int w = 0, h = 0;
-  const std::vector<uint8_t> rgb = decode_png_rgb(png, &w, &h);
-  const test::Npy ref = test::load_npy(image_uint8);
-  ASSERT_EQ(rgb.size(), ref.u8.size()) << image_uint8;
-  int max_diff = 0;
-  double sum = 0;
-  for (size_t i = 0; i < rgb.size(); ++i) {
-    const int d = std::abs(int(rgb[i]) - int(ref.u8[i]));
-    max_diff = std::max(max_diff, d);
-    sum += d;
-  }
-  EXPECT_LE(max_diff, 2) << image_uint8;
-  EXPECT_LE(sum / rgb.size(), 0.01) << image_uint8;
-}
-
 TEST(Cli, SingleFileCheckpointReproducesTheGoldenImage) {
   test::TempDir dir;
   // The tiny file needs the tiny head counts (--config-dir); its tokenizer comes from there too.
@@ -355,14 +344,8 @@ TEST(Cli, TaesdDecoderReproducesTheGoldenImage) {
                          (test::golden_dir() / "tiny-taesd").string(), "--output", "t.png"},
                         dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  int w = 0, h = 0;
-  const std::vector<uint8_t> rgb = decode_png_rgb(read_bytes(dir.path() / "t.png"), &w, &h);
-  const test::Npy ref =
-      test::load_npy(test::golden_dir() / "tiny-taesd-cases/pipeline/run00_256x256_s4_g8_seed0/image_uint8.npy");
-  ASSERT_EQ(rgb.size(), ref.u8.size());
-  int max_diff = 0;
-  for (size_t i = 0; i < rgb.size(); ++i) max_diff = std::max(max_diff, std::abs(int(rgb[i]) - int(ref.u8[i])));
-  EXPECT_LE(max_diff, 2);
+  expect_matches_image_file(read_bytes(dir.path() / "t.png"),
+                            test::golden_dir() / "tiny-taesd-cases/pipeline/run00_256x256_s4_g8_seed0/image_uint8.npy");
 }
 
 TEST(Cli, TaesdFlagsAreChecked) {
