@@ -72,18 +72,8 @@ fs::path run_dir(const std::string& name) { return test::golden_dir() / "tiny-lc
 // The golden README's bound for final images: max abs diff <= 2, mean abs diff <= 0.01.
 void expect_matches_image_file(const std::vector<uint8_t>& png, const fs::path& image_uint8) {
   int w = 0, h = 0;
-  const std::vector<uint8_t> rgb = decode_png_rgb(png, &w, &h);
-  const test::Npy ref = test::load_npy(image_uint8);
-  ASSERT_EQ(rgb.size(), ref.u8.size()) << image_uint8;
-  int max_diff = 0;
-  double sum = 0;
-  for (size_t i = 0; i < rgb.size(); ++i) {
-    const int d = std::abs(int(rgb[i]) - int(ref.u8[i]));
-    max_diff = std::max(max_diff, d);
-    sum += d;
-  }
-  EXPECT_LE(max_diff, 2) << image_uint8;
-  EXPECT_LE(sum / rgb.size(), 0.01) << image_uint8;
+  const std::string err = test::check_image_close(decode_png_rgb(png, &w, &h), image_uint8);
+  EXPECT_TRUE(err.empty()) << err;
 }
 
 void expect_matches_golden_image(const std::vector<uint8_t>& png, const std::string& run) {

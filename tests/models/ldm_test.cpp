@@ -18,6 +18,7 @@
 #include "models/ldm_names.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "recording_source.h"
 #include "support/test_support.h"
 
 namespace lcmd {
@@ -25,17 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Hands out zero tensors and remembers what was asked for.
-class RecordingSource : public WeightSource {
- public:
-  bool contains(const std::string&) const override { return true; }
-  Tensor load(const std::string& name, const Shape& shape) const override {
-    requested[name] = shape;
-    return Tensor::zeros(shape);
-  }
-  std::string describe() const override { return "recorder"; }
-  mutable std::map<std::string, Shape> requested;
-};
+using test::RecordingSource;
 
 fs::path ldm_file() { return test::golden_dir() / "tiny-lcm-ldm.safetensors"; }
 fs::path ldm_fp16_file() { return test::golden_dir() / "tiny-lcm-ldm.fp16.safetensors"; }

@@ -16,6 +16,7 @@
 #include "models/ldm_names.h"
 #include "models/lora.h"
 #include "models/unet.h"
+#include "recording_source.h"
 #include "support/test_support.h"
 
 namespace lcmd {
@@ -23,16 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class RecordingSource : public WeightSource {
- public:
-  bool contains(const std::string&) const override { return true; }
-  Tensor load(const std::string& name, const Shape& shape) const override {
-    requested[name] = shape;
-    return Tensor::zeros(shape);
-  }
-  std::string describe() const override { return "recorder"; }
-  mutable std::map<std::string, Shape> requested;
-};
+using test::RecordingSource;
 
 fs::path lora_dir() { return test::golden_dir() / "tiny-sd-lora"; }
 fs::path base_unet_file() { return test::golden_dir() / "tiny-sd/unet/diffusion_pytorch_model.safetensors"; }

@@ -9,22 +9,13 @@
 #include "models/config.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "recording_source.h"
 #include "support/test_support.h"
 
 namespace lcmd {
 namespace {
 
-// Hands out zero tensors and remembers what was asked for.
-class RecordingSource : public WeightSource {
- public:
-  bool contains(const std::string&) const override { return true; }
-  Tensor load(const std::string& name, const Shape& shape) const override {
-    requested[name] = shape;
-    return Tensor::zeros(shape);
-  }
-  std::string describe() const override { return "recorder"; }
-  mutable std::map<std::string, Shape> requested;
-};
+using test::RecordingSource;
 
 std::map<std::string, Shape> manifest_tensors(const std::string& component) {
   const auto m = read_json_file(test::shared_dir() / "sd15/manifest.json");

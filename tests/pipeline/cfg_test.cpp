@@ -57,17 +57,8 @@ GenerateRequest request_of(const nlohmann::json& run) {
 }
 
 void expect_image_close(const std::vector<uint8_t>& rgb, const nlohmann::json& ref_file, const std::string& what) {
-  const test::Npy image = load_npy(cases_dir() / ref_file.get<std::string>());
-  ASSERT_EQ(rgb.size(), image.u8.size()) << what;
-  int max_diff = 0;
-  double sum_diff = 0;
-  for (size_t i = 0; i < rgb.size(); ++i) {
-    const int d = std::abs(static_cast<int>(rgb[i]) - image.u8[i]);
-    max_diff = std::max(max_diff, d);
-    sum_diff += d;
-  }
-  EXPECT_LE(max_diff, 2) << what;
-  EXPECT_LE(sum_diff / rgb.size(), 0.01) << what;
+  const std::string err = test::check_image_close(rgb, cases_dir() / ref_file.get<std::string>());
+  EXPECT_TRUE(err.empty()) << what << ": " << err;
 }
 
 class StableDiffusionCfg : public ::testing::TestWithParam<int> {};

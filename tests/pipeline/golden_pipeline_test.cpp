@@ -74,17 +74,8 @@ TEST_P(PipelineGolden, MatchesDiffusersRun) {
   if (fs::exists(cases_dir() / name / "decoded.npy"))  // kept for some runs only (index.json)
     expect_close(to_nchw(trace.decoded), cases_dir() / name / "decoded.npy", name + " decoded");
 
-  const test::Npy image = load_npy(cases_dir() / run["image_uint8"].get<std::string>());
-  ASSERT_EQ(result.rgb.size(), image.u8.size()) << name;
-  int max_diff = 0;
-  double sum_diff = 0;
-  for (size_t i = 0; i < image.u8.size(); ++i) {
-    const int d = std::abs(static_cast<int>(result.rgb[i]) - image.u8[i]);
-    max_diff = std::max(max_diff, d);
-    sum_diff += d;
-  }
-  EXPECT_LE(max_diff, 2) << name;
-  EXPECT_LE(sum_diff / image.u8.size(), 0.01) << name;
+  const std::string image_err = test::check_image_close(result.rgb, cases_dir() / run["image_uint8"].get<std::string>());
+  EXPECT_TRUE(image_err.empty()) << name << ": " << image_err;
   EXPECT_FALSE(result.png.empty());
   EXPECT_EQ(result.timings.unet_step_ms.size(), steps.size());
 }

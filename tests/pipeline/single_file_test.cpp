@@ -29,17 +29,8 @@ void expect_close(const Tensor& ours, const fs::path& ref_file, const std::strin
 }
 
 void expect_image_close(const std::vector<uint8_t>& rgb, const fs::path& ref_file, const std::string& what) {
-  const test::Npy image = load_npy(ref_file);
-  ASSERT_EQ(rgb.size(), image.u8.size()) << what;
-  int max_diff = 0;
-  double sum_diff = 0;
-  for (size_t i = 0; i < rgb.size(); ++i) {
-    const int d = std::abs(static_cast<int>(rgb[i]) - image.u8[i]);
-    max_diff = std::max(max_diff, d);
-    sum_diff += d;
-  }
-  EXPECT_LE(max_diff, 2) << what;
-  EXPECT_LE(sum_diff / rgb.size(), 0.01) << what;
+  const std::string err = test::check_image_close(rgb, ref_file);
+  EXPECT_TRUE(err.empty()) << what << ": " << err;
 }
 
 class SingleFileGolden : public ::testing::TestWithParam<int> {
@@ -92,17 +83,9 @@ TEST(SingleFileFp16, LoadsAndStaysWithinTheRoundingDriftOfItsWeights) {
   GenerateRequest req;
   req.prompt = "a photo of a cat";
   const GenerateResult r = p->run(req, 0);
-  const test::Npy image = load_npy(lcm_cases() / "pipeline/run05_256x256_s4_g8_seed0/image_uint8.npy");
-  ASSERT_EQ(r.rgb.size(), image.u8.size());
-  int max_diff = 0;
-  double sum_diff = 0;
-  for (size_t i = 0; i < r.rgb.size(); ++i) {
-    const int d = std::abs(static_cast<int>(r.rgb[i]) - image.u8[i]);
-    max_diff = std::max(max_diff, d);
-    sum_diff += d;
-  }
-  EXPECT_LE(max_diff, 2);
-  EXPECT_LE(sum_diff / r.rgb.size(), 0.05);
+  const std::string err =
+      test::check_image_close(r.rgb, lcm_cases() / "pipeline/run05_256x256_s4_g8_seed0/image_uint8.npy", 2, 0.05);
+  EXPECT_TRUE(err.empty()) << err;
 }
 
 TEST(EngineLoad, SingleFileAndLoraOptionsReachThePipeline) {

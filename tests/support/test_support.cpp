@@ -110,6 +110,27 @@ std::string check_close(const float* out, const float* ref, size_t n, double rel
   return os.str();
 }
 
+std::string check_image_close(const std::vector<uint8_t>& rgb, const fs::path& ref_uint8_npy, int max_diff,
+                              double mean_diff) {
+  const Npy ref = load_npy(ref_uint8_npy);
+  if (rgb.size() != ref.u8.size())
+    return "image has " + std::to_string(rgb.size()) + " values, " + ref_uint8_npy.string() + " has " +
+           std::to_string(ref.u8.size());
+  int worst = 0;
+  double sum = 0;
+  for (size_t i = 0; i < rgb.size(); ++i) {
+    const int d = std::abs(static_cast<int>(rgb[i]) - static_cast<int>(ref.u8[i]));
+    worst = std::max(worst, d);
+    sum += d;
+  }
+  const double mean = rgb.empty() ? 0 : sum / static_cast<double>(rgb.size());
+  if (worst <= max_diff && mean <= mean_diff) return "";
+  std::ostringstream os;
+  os << "uint8 image vs " << ref_uint8_npy.filename().string() << ": max diff " << worst << " (bound " << max_diff
+     << "), mean diff " << mean << " (bound " << mean_diff << ")";
+  return os.str();
+}
+
 TempDir::TempDir() {
   std::random_device rd;
   for (int attempt = 0; attempt < 100; ++attempt) {

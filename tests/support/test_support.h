@@ -34,6 +34,11 @@ double max_abs(const float* ref, size_t n);
 // Returns an empty string when met, otherwise a description for the failure message.
 std::string check_close(const float* out, const float* ref, size_t n, double rel = 1e-4, double abs_frac = 1e-3);
 
+// The golden README's bound for final 8-bit images: max abs diff <= max_diff and mean abs diff
+// <= mean_diff against the reference .npy (uint8, HWC). Empty when met, else a description.
+std::string check_image_close(const std::vector<uint8_t>& rgb, const std::filesystem::path& ref_uint8_npy,
+                              int max_diff = 2, double mean_diff = 0.01);
+
 // A fresh directory under the system temp dir, removed with everything in it on destruction.
 class TempDir {
  public:
