@@ -134,14 +134,7 @@ LambdaReply LambdaHandler::handle_direct(const Invocation& invocation) {
   try {
     request = parse_generate_request(invocation.event, service_.limits());
     const GenerateOutcome outcome = run(*request, invocation);
-    LambdaReply reply;
-    reply.event_kind = "direct";
-    reply.payload = generate_response_json(outcome);
-    if (reply.payload.size() > settings_.max_response_bytes)
-      throw too_large_response(reply.payload.size(), settings_.max_response_bytes);
-    reply.request = request;
-    reply.outcome = without_image(outcome);
-    return reply;
+    return success_reply("direct", generate_response_json(outcome), *request, outcome);
   } catch (const std::exception& e) {
     LambdaReply reply = function_error_reply(to_api_error(e));
     reply.request = request;
@@ -180,19 +173,24 @@ LambdaReply LambdaHandler::handle_http(const Invocation& invocation, const json&
     else
       reply_json =
           http_reply(200, "application/json", openai_response_json(outcome, clock_() / 1000), false, seed_headers);
-    LambdaReply reply;
-    reply.event_kind = "http";
-    reply.payload = reply_json.dump();
-    if (reply.payload.size() > settings_.max_response_bytes)
-      throw too_large_response(reply.payload.size(), settings_.max_response_bytes);
-    reply.request = request;
-    reply.outcome = without_image(outcome);
-    return reply;
+    return success_reply("http", reply_json.dump(), *request, outcome);
   } catch (const std::exception& e) {
     LambdaReply reply = http_error_reply(to_api_error(e));
     reply.request = request;
     return reply;
   }
+}
+
+LambdaReply LambdaHandler::success_reply(const char* event_kind, std::string payload, const GenerateRequest& request,
+                                         const GenerateOutcome& outcome) const {
+  if (payload.size() > settings_.max_response_bytes)
+    throw too_large_response(payload.size(), settings_.max_response_bytes);
+  LambdaReply reply;
+  reply.event_kind = event_kind;
+  reply.payload = std::move(payload);
+  reply.request = request;
+  reply.outcome = without_image(outcome);
+  return reply;
 }
 
 GenerateOutcome LambdaHandler::run(const GenerateRequest& request, const Invocation& invocation) {

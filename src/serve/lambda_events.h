@@ -49,6 +49,10 @@ class LambdaHandler {
   LambdaReply handle_direct(const Invocation& invocation);
   LambdaReply handle_http(const Invocation& invocation, const nlohmann::json& event);
   GenerateOutcome run(const GenerateRequest& request, const Invocation& invocation);
+  // A successful reply: the payload within the response limit, the request and the outcome
+  // (without its image) for the log line.
+  LambdaReply success_reply(const char* event_kind, std::string payload, const GenerateRequest& request,
+                            const GenerateOutcome& outcome) const;
 
   ImageService& service_;
   LambdaSettings settings_;

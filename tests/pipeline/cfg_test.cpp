@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeline/txt2img.h"
+#include "golden_runs.h"
 #include "support/test_support.h"
 
 namespace lcmd {
@@ -42,19 +43,10 @@ void expect_close(const Tensor& ours, const nlohmann::json& ref_file, const std:
   EXPECT_TRUE(err.empty()) << what << ": " << err;
 }
 
+using test::request_of;
+
 std::vector<int64_t> ids_of(const std::vector<int32_t>& ids) { return {ids.begin(), ids.end()}; }
 
-GenerateRequest request_of(const nlohmann::json& run) {
-  GenerateRequest req;
-  req.prompt = run["prompt"];
-  if (run["negative_prompt"].is_string()) req.negative_prompt = run["negative_prompt"];
-  req.width = run["width"];
-  req.height = run["height"];
-  req.steps = run["num_inference_steps"];
-  req.guidance_scale = run["guidance_scale"];
-  validate(req);
-  return req;
-}
 
 void expect_image_close(const std::vector<uint8_t>& rgb, const nlohmann::json& ref_file, const std::string& what) {
   const std::string err = test::check_image_close(rgb, cases_dir() / ref_file.get<std::string>());

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "pipeline/txt2img.h"
+#include "golden_runs.h"
 #include "support/test_support.h"
 
 namespace lcmd {
@@ -31,23 +32,14 @@ class PipelineGolden : public ::testing::TestWithParam<int> {
 Txt2ImgPipeline* PipelineGolden::pipeline_ = nullptr;
 
 void expect_close(const Tensor& ours, const fs::path& ref_file, const std::string& what) {
-  const Tensor ref = load_npy_tensor(ref_file);
-  ASSERT_EQ(ours.numel(), ref.numel()) << what;
-  const std::string err = check_close(ours.data(), ref.data(), static_cast<size_t>(ref.numel()));
-  EXPECT_TRUE(err.empty()) << what << ": " << err;
+  test::expect_tensor_close(ours, ref_file, what);
 }
 
 TEST_P(PipelineGolden, MatchesDiffusersRun) {
   const auto index = read_json_file(cases_dir() / "index.json");
   const auto& run = index["pipeline"][GetParam()];
   const std::string name = run["dir"];
-  GenerateRequest req;
-  req.prompt = run["prompt"];
-  req.width = run["width"];
-  req.height = run["height"];
-  req.steps = run["num_inference_steps"];
-  req.guidance_scale = run["guidance_scale"];
-  validate(req);
+  const GenerateRequest req = test::request_of(run);
   PipelineTrace trace;
   const GenerateResult result = pipeline_->run(req, run["seed"].get<uint64_t>(), {}, &trace);
 

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "pipeline/txt2img.h"
+#include "golden_runs.h"
 #include "support/test_support.h"
 
 namespace lcmd {
@@ -22,10 +23,7 @@ using test::load_npy_tensor;
 fs::path lcm_cases() { return test::golden_dir() / "tiny-lcm-cases"; }
 
 void expect_close(const Tensor& ours, const fs::path& ref_file, const std::string& what) {
-  const Tensor ref = load_npy_tensor(ref_file);
-  ASSERT_EQ(ours.numel(), ref.numel()) << what;
-  const std::string err = check_close(ours.data(), ref.data(), static_cast<size_t>(ref.numel()));
-  EXPECT_TRUE(err.empty()) << what << ": " << err;
+  test::expect_tensor_close(ours, ref_file, what);
 }
 
 void expect_image_close(const std::vector<uint8_t>& rgb, const fs::path& ref_file, const std::string& what) {
@@ -47,12 +45,7 @@ TEST_P(SingleFileGolden, ReproducesTheDiffusersFolderRun) {
   const auto index = read_json_file(lcm_cases() / "index.json");
   const auto& run = index["pipeline"][GetParam()];
   const std::string name = run["dir"];
-  GenerateRequest req;
-  req.prompt = run["prompt"];
-  req.width = run["width"];
-  req.height = run["height"];
-  req.steps = run["num_inference_steps"];
-  req.guidance_scale = run["guidance_scale"];
+  const GenerateRequest req = test::request_of(run);
   PipelineTrace trace;
   const GenerateResult result = pipeline().run(req, run["seed"].get<uint64_t>(), {}, &trace);
 

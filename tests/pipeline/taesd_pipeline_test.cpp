@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "pipeline/txt2img.h"
+#include "golden_runs.h"
 #include "support/test_support.h"
 
 namespace lcmd {
@@ -22,12 +23,7 @@ TEST(TaesdPipeline, EveryGoldenRunWithTheTinyDecoder) {
   const auto runs = read_json_file(cases_dir() / "index.json")["pipeline"];
   ASSERT_EQ(runs.size(), 3u);
   for (const auto& run : runs) {
-    GenerateRequest req;
-    req.prompt = run["prompt"];
-    req.width = run["width"];
-    req.height = run["height"];
-    req.steps = run["num_inference_steps"];
-    req.guidance_scale = run["guidance_scale"];
+    GenerateRequest req = test::request_of(run);
     req.decoder = "taesd";
     PipelineTrace trace;
     const GenerateResult r = pipeline->run(req, run["seed"].get<uint64_t>(), {}, &trace);
