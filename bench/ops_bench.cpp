@@ -3,14 +3,16 @@
 //
 // Build (after `ninja -C build-prec lcmd_ops`), from the repository root:
 //   g++ -O2 -std=c++20 -fopenmp -Isrc bench/ops_bench.cpp build-prec/liblcmd_ops.a build-prec/liblcmd_core.a -ldnnl -o build-prec/ops_bench
-// Run: build-prec/ops_bench [--threads N] [--seconds S] [--peaks F32,BF16,INT8]
+// Run: build-prec/ops_bench [--threads N] [--seconds S] [--peaks F32,BF16,INT8] [--only ops|banding]
 //
 // Each op is timed as the engine calls it (float32 NHWC in and out, so bf16 conversion, int8
 // quantization and Winograd's layout changes are included), median over repetitions filling
 // --seconds (default 0.5) after two warm-up calls. GFLOP/s counts 2 x the nominal multiply-adds
 // (Winograd does fewer, hence its "% of peak" above 100). "err" is the relative L2 distance to
 // the fp32 layer's output on the same input; "util" the CPU seconds this process used per wall
-// second while timing (about the thread count when nothing else competes). The default peaks are the 2-thread fp32 FMA,
+// second while timing (about the thread count when nothing else competes). A last table times
+// the VAE decoder's large fp32 Winograd layers in one piece and in bands of output rows
+// (conv_banding_impl.h), alternating the two so load from other processes hits both alike. The default peaks are the 2-thread fp32 FMA,
 // vdpbf16ps and vpdpbusd rates measured on the 2-core Zen 4 development machine
 // (../shared/notes/compute-probe.md); pass --peaks for another machine.
 #include <algorithm>
@@ -20,6 +22,8 @@
 #include <cstdlib>
 #include <ctime>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -27,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "ops/conv_banding_impl.h"
 #include "ops/ops.h"
 
 namespace {
@@ -38,6 +43,7 @@ using lcmd::Tensor;
 struct Options {
   int threads = 0;
   double seconds = 0.5;
+  std::string only;  // "ops" or "banding": run just that part
   double peaks[3] = {222.6, 446.5, 887.9};  // GFLOP/s: fp32, bf16, int8 (by Precision value)
 };
 
@@ -51,11 +57,14 @@ Options parse(int argc, char** argv) {
       o.threads = std::stoi(value);
     } else if (flag == "--seconds") {
       o.seconds = std::stod(value);
+    } else if (flag == "--only") {
+      if (value != "ops" && value != "banding") throw std::invalid_argument("--only takes ops or banding");
+      o.only = value;
     } else if (flag == "--peaks") {
       if (std::sscanf(value.c_str(), "%lf,%lf,%lf", &o.peaks[0], &o.peaks[1], &o.peaks[2]) != 3)
         throw std::invalid_argument("--peaks takes three numbers: F32,BF16,INT8 (GFLOP/s)");
     } else {
-      throw std::invalid_argument("unknown flag " + flag + " (flags: --threads N, --seconds S, --peaks F,B,I)");
+      throw std::invalid_argument("unknown flag " + flag + " (flags: --threads N, --seconds S, --peaks F,B,I, --only ops|banding)");
     }
   }
   return o;
@@ -162,6 +171,62 @@ void bench_gemm(int rows, int in, int out, const Options& o) {
   }
 }
 
+// The same layer (fresh plans) in one piece and in the default bands: median ms of each, taking
+// the lower of two alternating measurements.
+void bench_banding(int cin, int cout, int size, const Options& o) {
+  namespace detail = lcmd::ops::detail;
+  const std::string name = "conv3x3 " + std::to_string(cin) + "->" + std::to_string(cout) + "@" +
+                           std::to_string(size) + "x" + std::to_string(size);
+  const int64_t fan_in = static_cast<int64_t>(cin) * 9;
+  const std::vector<float> w = init_weights(static_cast<size_t>(cout) * fan_in, fan_in, 7);
+  const std::vector<float> b = init_weights(cout, fan_in, 8);
+  const Tensor x = normal_tensor({1, size, size, cin}, 9);
+  const size_t default_budget = detail::winograd_band_budget();
+  auto make_layer = [&](size_t budget) {
+    detail::set_winograd_band_budget(budget);
+    auto conv = std::make_unique<lcmd::ops::Conv2d>(w.data(), b.data(), cin, cout, 3, 1, 1);
+    conv->implementation(x.shape());  // creates the plan under this budget
+    detail::set_winograd_band_budget(default_budget);
+    return conv;
+  };
+  const auto whole = make_layer(std::numeric_limits<size_t>::max()), banded = make_layer(default_budget);
+  Tensor y_whole, y_banded;
+  double whole_ms = 1e300, banded_ms = 1e300;
+  for (int round = 0; round < 2; ++round) {
+    whole_ms = std::min(whole_ms, time_calls([&] { y_whole = (*whole)(x); }, o.seconds).median_ms);
+    banded_ms = std::min(banded_ms, time_calls([&] { y_banded = (*banded)(x); }, o.seconds).median_ms);
+  }
+  const size_t bands = detail::winograd_row_bands(1, size, size, cin, cout, default_budget).size();
+  std::printf("%-26s %9.2f %9.2f %+7.1f%% %6zu %9.1e  %s\n", name.c_str(), whole_ms, banded_ms,
+              100 * (banded_ms / whole_ms - 1), bands, relative_l2(y_banded, y_whole),
+              banded->implementation(x.shape()).c_str());
+}
+
+
+void run_op_tables(const Options& o) {
+  std::printf("%-24s %-5s %9s %8s %7s %9s %5s  %s\n", "op", "prec", "ms", "GFLOP/s", "%peak", "err", "util",
+              "kernel");
+  // UNet at a 32x32 latent (256x256 image), then the VAE decoder for a 256x256 image.
+  for (const auto& [channels, size] : std::vector<std::pair<int, int>>{
+           {320, 32}, {640, 16}, {1280, 8}, {512, 64}, {256, 128}, {128, 256}})
+    bench_conv(channels, size, o);
+  // Transformer GEMMs at 32x32 (rows x in x out): attention projections, GEGLU in and
+  // out, the text embedding's cross-attention K/V.
+  for (const auto& [rows, in, out] : std::vector<std::tuple<int, int, int>>{
+           {1024, 320, 320}, {1024, 320, 2560}, {1024, 1280, 320}, {77, 768, 320}})
+    bench_gemm(rows, in, out, o);
+}
+
+// The VAE decoder's large 3x3 layers for 256x256 and 512x512 images.
+void run_banding_table(const Options& o) {
+  std::printf("\n%-26s %9s %9s %8s %6s %9s  %s\n", "fp32 Winograd", "whole ms", "bands ms", "change", "bands",
+              "err", "kernel");
+  for (const auto& [cin, cout, size] : std::vector<std::tuple<int, int, int>>{
+           {512, 512, 128}, {512, 256, 128}, {256, 256, 256}, {256, 128, 256}, {128, 128, 256},
+           {512, 512, 256}, {512, 256, 256}, {256, 256, 512}, {128, 128, 512}})
+    bench_banding(cin, cout, size, o);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -173,17 +238,8 @@ int main(int argc, char** argv) {
                 lcmd::ops::num_threads(), lcmd::precision_name(lcmd::ops::runnable_precision(Precision::BF16)),
                 lcmd::precision_name(lcmd::ops::runnable_precision(Precision::INT8)), o.peaks[0], o.peaks[1],
                 o.peaks[2]);
-    std::printf("%-24s %-5s %9s %8s %7s %9s %5s  %s\n", "op", "prec", "ms", "GFLOP/s", "%peak", "err", "util",
-                "kernel");
-    // UNet at a 32x32 latent (256x256 image), then the VAE decoder for a 256x256 image.
-    for (const auto& [channels, size] : std::vector<std::pair<int, int>>{
-             {320, 32}, {640, 16}, {1280, 8}, {512, 64}, {256, 128}, {128, 256}})
-      bench_conv(channels, size, o);
-    // Transformer GEMMs at 32x32 (rows x in x out): attention projections, GEGLU in and
-    // out, the text embedding's cross-attention K/V.
-    for (const auto& [rows, in, out] : std::vector<std::tuple<int, int, int>>{
-             {1024, 320, 320}, {1024, 320, 2560}, {1024, 1280, 320}, {77, 768, 320}})
-      bench_gemm(rows, in, out, o);
+    if (o.only != "banding") run_op_tables(o);
+    if (o.only != "ops") run_banding_table(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ops_bench: %s\n", e.what());
     return 2;

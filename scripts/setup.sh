@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config
           libdnnl-dev nlohmann-json3-dev libpng-dev libutf8proc-dev libgtest-dev
-          libcurl4-openssl-dev libcpp-httplib-dev libssl-dev curl nodejs)
+          libcurl4-openssl-dev libcpp-httplib-dev libssl-dev curl nodejs
+          clang libclang-rt-14-dev libomp-dev)
+# clang + libclang-rt-14-dev (libFuzzer and clang's sanitizer runtimes) + libomp-dev (OpenMP for
+# clang) build the fuzz targets (scripts/fuzz.sh); the default build stays on g++.
 # npm: Debian packages it apart from nodejs; NodeSource's nodejs already bundles it.
 command -v npm > /dev/null 2>&1 || PACKAGES+=(npm)
 

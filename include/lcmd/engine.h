@@ -98,8 +98,9 @@ class CancelledError : public std::runtime_error {
 class Engine {
  public:
   // Loads and validates every component; ModelError names the file, tensor and problem.
-  // `model` is a diffusers folder (LatentConsistencyModelPipeline or StableDiffusionPipeline) or
-  // a single-file .safetensors checkpoint with the original LDM key names.
+  // `model` is a diffusers folder (LatentConsistencyModelPipeline or StableDiffusionPipeline),
+  // a single-file .safetensors checkpoint with the original LDM key names, or a packed model
+  // (`lcmd pack`: configs and tokenizer inside).
   static std::unique_ptr<Engine> load(const std::filesystem::path& model, const EngineOptions& options = {});
   // An engine with random weights (PyTorch's default init, the same values make-random-model
   // writes) built in memory from a folder of configs such as ../shared/sd15, with the CLIP
@@ -117,10 +118,14 @@ class Engine {
   virtual int threads() const = 0;
 };
 
-// What a model folder or single file holds, without loading it: each component's file, tensor
+// What a model folder, single file or packed model holds, without loading it: each component's file, tensor
 // and parameter counts by dtype, its config (inferred from the shapes for single files), and the
 // LoRAs of `options`. ModelError when the model is incomplete or corrupt.
 std::string describe_model(const std::filesystem::path& model, const EngineOptions& options = {});
 inline std::string describe_model_folder(const std::filesystem::path& model_dir) { return describe_model(model_dir); }
+
+// Re-reads a packed model's data and checks its sha256 against the header's (a ModelError names
+// the mismatch); InputError for any other kind of model.
+void verify_model(const std::filesystem::path& model);
 
 }  // namespace lcmd

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <omp.h>
 
+#include "cli/cold_bench.h"
 #include "cli/flags.h"
 #include "core/cpu.h"
 #include "core/error.h"
@@ -180,8 +181,13 @@ void print_table(const RunSummary& s, double peak) {
 int cmd_bench(int argc, char** argv) {
   const Flags f(argc, argv, {"model", "like", "tokenizer", "sizes", "steps", "precision", "repeat", "warmup", "threads",
                              "guidance", "decoder", "taesd"},
-                {"random", "json"});
+                {"random", "json", "cold"});
   if (f.has("model") == f.has("random")) throw InputError("give exactly one of --model DIR and --random");
+  if (f.has("cold")) {
+    if (!f.has("model")) throw InputError("--cold measures a model's files: give --model DIR|FILE");
+    return run_cold_bench(f.str("model"), f.str("precision", "auto"), static_cast<int>(f.integer("repeat", 3, 1, 100)),
+                          f.has("json"));
+  }
   const std::vector<int> sizes = parse_sizes(f.str("sizes", "256"));
   const int steps = static_cast<int>(f.integer("steps", 4, 1, kMaxSteps));
   const int repeat = static_cast<int>(f.integer("repeat", 5, 1, 1000));

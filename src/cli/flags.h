@@ -8,8 +8,10 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "lcmd/engine.h"
 
 namespace lcmd {
 
@@ -77,5 +79,58 @@ class Flags {
  private:
   std::map<std::string, std::string> values_;
 };
+
+// "FILE[:SCALE]": the scale is what follows the last ':' when it is a number (paths may hold ':').
+// `what` names the source in messages (a flag such as "--lora", or an environment variable).
+inline LoraSpec parse_lora(const std::string& value, const std::string& what = "--lora") {
+  if (value.empty() || value.rfind("--", 0) == 0)
+    throw InputError(what + " needs a file (FILE or FILE:SCALE), got '" + value + "'");
+  LoraSpec spec{value, 1.0};
+  const size_t colon = value.rfind(':');
+  if (colon == std::string::npos) return spec;
+  const std::string scale = value.substr(colon + 1);
+  char* end = nullptr;
+  const double x = std::strtod(scale.c_str(), &end);
+  if (scale.empty() || *end != '\0') return spec;
+  if (!std::isfinite(x)) throw InputError(what + " scale must be a finite number, got '" + scale + "'");
+  if (colon == 0) throw InputError(what + " needs a file before the scale, got '" + value + "'");
+  spec.path = value.substr(0, colon);
+  spec.scale = x;
+  return spec;
+}
+
+// A comma-separated list of FILE[:SCALE] (the LCMD_LORA environment variable: one variable for
+// several LoRAs; commas, unlike colons, do not occur in the scale syntax). Empty items are refused.
+inline std::vector<LoraSpec> parse_lora_list(const std::string& list, const std::string& what) {
+  std::vector<LoraSpec> loras;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = list.find(',', start);
+    const std::string item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (item.empty()) throw InputError(what + " has an empty item in '" + list + "' (FILE[:SCALE],FILE[:SCALE]...)");
+    loras.push_back(parse_lora(item, what));
+    if (comma == std::string::npos) return loras;
+    start = comma + 1;
+  }
+}
+
+// Takes every --lora out of the arguments (the one repeatable flag); the rest go to Flags.
+inline std::vector<LoraSpec> take_loras(int& argc, char** argv) {
+  std::vector<LoraSpec> loras;
+  int kept = 2;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--lora") {
+      if (i + 1 >= argc) throw InputError("--lora needs a value (FILE or FILE:SCALE)");
+      loras.push_back(parse_lora(argv[++i]));
+    } else if (a.rfind("--lora=", 0) == 0) {
+      loras.push_back(parse_lora(a.substr(7)));
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  return loras;
+}
 
 }  // namespace lcmd

@@ -1,9 +1,11 @@
-// The `lcmd` command line: generate, tokenize, info, make-random-model.
+// The `lcmd` command line: generate, tokenize, info, pack, make-random-model, ...
 // Every failure is one line on stderr and exit code 2; no output file is left behind.
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -22,6 +24,8 @@
 #include "image/base64.h"
 #include "io/model_folder.h"
 #include "lcmd/engine.h"
+#include "ops/ops.h"
+#include "pipeline/pack.h"
 #include "pipeline/random_model.h"
 #include "text/tokenizer.h"
 
@@ -31,7 +35,7 @@ namespace {
 constexpr const char* kUsage = R"(usage: lcmd <command> [flags]
 
 commands:
-  generate  --model DIR|FILE.safetensors --prompt TEXT [--negative-prompt TEXT] [--width 256] [--height 256]
+  generate  --model DIR|FILE.safetensors|FILE.lcmd --prompt TEXT [--negative-prompt TEXT] [--width 256] [--height 256]
             [--steps 4] [--guidance 8.0] [--seed N] [--threads N] [--precision auto|fp32]
             [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR] [--decoder vae|taesd --taesd DIR]
             [--output out.png | --base64] [--verbose]
@@ -43,21 +47,35 @@ commands:
             merges.txt) and --config-dir DIR (a diffusers folder whose configs replace the SD1.5
             defaults; widths always come from the file).
   tokenize  --model DIR|FILE --prompt TEXT [--tokenizer DIR]   Prints the 77 CLIP input ids as JSON.
-  info      --model DIR|FILE [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR]
-            Component configs, parameter counts, dtypes.
+  info      --model DIR|FILE [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR] [--verify]
+            Component configs, parameter counts, dtypes. --verify re-reads a packed model's data
+            and checks its sha256.
+  pack      --model DIR|FILE --out FILE.lcmd [--dtype auto|fp32|fp16|bf16] [--lora FILE[:SCALE]]...
+            [--tokenizer DIR] [--config-dir DIR]
+            One file with every weight in its compute dtype, the configs and the tokenizer, loaded
+            with an mmap: pass it as --model to generate, serve, lambda, info. LoRAs are merged in.
+            --dtype auto: bf16 text encoder and UNet matrices, fp32 VAE (the default precision's).
   make-random-model --like DIR --out DIR [--dtype fp32|fp16] [--tokenizer DIR] [--seed N]
             A model folder with DIR's configs and random weights (PyTorch default init).
   bench     [--model DIR | --random [--like ../shared/sd15] [--tokenizer DIR]] [--sizes 256,512]
             [--steps 4] [--precision auto] [--repeat 5] [--warmup 1] [--threads N] [--json]
             Per-stage medians, GFLOP/s, peak RSS and model ready time.
-  serve     --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 8] [--max-body-bytes 65536]
+            bench --cold --model DIR|FILE [--repeat 3]: new processes, process start -> model ready
+            and -> first image, with the model's files in the page cache and evicted from it.
+  serve     --model DIR|FILE [--host 127.0.0.1] [--port 8080] [--max-queue 8] [--max-body-bytes 65536]
             [--max-size 768] [--max-steps 8] [--result-cache 0] [--result-cache-mb 256] [--threads N]
             [--precision P] [--text-cache 64] [--read-timeout 10] [--connection-threads 8]
+            [--lora FILE[:SCALE]]... [--tokenizer DIR] [--config-dir DIR] [--taesd DIR] [--decoder vae|taesd]
+            [--api-key KEY] [--log-prompts]
             HTTP server: POST /v1/generate, POST /v1/images/generations (OpenAI), GET /healthz,
             GET /metrics. --port 0 picks a free port. SIGTERM finishes the running request.
-  lambda    [--model DIR] [--runtime-api HOST:PORT] [--threads N] [--max-size 768] [--max-steps 8] ...
+            --api-key (or LCMD_API_KEY): every route but /healthz needs "Authorization: Bearer KEY".
+            Prompts are logged only with --log-prompts.
+  lambda    [--model DIR|FILE] [--runtime-api HOST:PORT] [--threads N] [--max-size 768] [--max-steps 8]
+            [--lora FILE[:SCALE]]... [--log-prompts] ...
             AWS Lambda custom runtime (Runtime API 2018-06-01). Settings default to the environment:
-            AWS_LAMBDA_RUNTIME_API, LCMD_MODEL (/opt/sd_model), LCMD_THREADS, LCMD_MAX_SIZE, ...
+            AWS_LAMBDA_RUNTIME_API, LCMD_MODEL (/opt/sd_model), LCMD_THREADS, LCMD_MAX_SIZE, LCMD_LORA
+            (FILE[:SCALE],...), LCMD_LOG_PROMPTS, ...
             With no arguments and AWS_LAMBDA_RUNTIME_API set, lcmd runs as the Lambda runtime.
   pull      [REPO] [--revision main] [--variant fp16] [--dir DIR]
             Downloads the files the engine reads of a diffusers model (default
@@ -70,43 +88,6 @@ double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss / 1024.0;
-}
-
-// "FILE[:SCALE]": the scale is what follows the last ':' when it is a number (paths may hold ':').
-LoraSpec parse_lora(const std::string& value) {
-  if (value.empty() || value.rfind("--", 0) == 0)
-    throw InputError("--lora needs a file (FILE or FILE:SCALE), got '" + value + "'");
-  LoraSpec spec{value, 1.0};
-  const size_t colon = value.rfind(':');
-  if (colon == std::string::npos) return spec;
-  const std::string scale = value.substr(colon + 1);
-  char* end = nullptr;
-  const double x = std::strtod(scale.c_str(), &end);
-  if (scale.empty() || *end != '\0') return spec;
-  if (!std::isfinite(x)) throw InputError("--lora scale must be a finite number, got '" + scale + "'");
-  if (colon == 0) throw InputError("--lora needs a file before the scale, got '" + value + "'");
-  spec.path = value.substr(0, colon);
-  spec.scale = x;
-  return spec;
-}
-
-// Takes every --lora out of the arguments (the one repeatable flag); the rest go to Flags.
-std::vector<LoraSpec> take_loras(int& argc, char** argv) {
-  std::vector<LoraSpec> loras;
-  int kept = 2;
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--lora") {
-      if (i + 1 >= argc) throw InputError("--lora needs a value (FILE or FILE:SCALE)");
-      loras.push_back(parse_lora(argv[++i]));
-    } else if (a.rfind("--lora=", 0) == 0) {
-      loras.push_back(parse_lora(a.substr(7)));
-    } else {
-      argv[kept++] = argv[i];
-    }
-  }
-  argc = kept;
-  return loras;
 }
 
 EngineOptions model_options(const Flags& f, std::vector<LoraSpec> loras) {
@@ -152,7 +133,9 @@ int cmd_generate(int argc, char** argv) {
 
   const bool verbose = f.has("verbose");
   const bool progress_line = isatty(STDERR_FILENO);
+  const auto load_start = std::chrono::steady_clock::now();
   const auto engine = Engine::load(model, options);
+  const auto ready = std::chrono::steady_clock::now();
   const GenerateResult r = engine->generate(req, [&](int step, int total) {
     if (progress_line) std::fprintf(stderr, "\rstep %d/%d%s", step, total, step == total ? "\n" : "");
     return true;
@@ -169,6 +152,14 @@ int cmd_generate(int argc, char** argv) {
     const StageTimings& t = r.timings;
     std::fprintf(stderr, "precision     %s\nthreads       %d (%s)\n", engine->precision().c_str(), engine->threads(),
                  cpu_info().features().c_str());
+    const ops::StoredWeightsUse stored = ops::stored_weights_use();
+    if (stored.in_place + stored.relaid_out > 0)
+      std::fprintf(stderr, "packed layers %d used in place, %d re-laid out (packed for another CPU or precision)\n",
+                   stored.in_place, stored.relaid_out);
+    std::fprintf(stderr, "model load    %8.1f ms\n", std::chrono::duration<double, std::milli>(ready - load_start).count());
+    if (const char* t0 = std::getenv("LCMD_T0_NS"))  // set by `lcmd bench --cold`: the parent's clock before exec
+      std::fprintf(stderr, "ready after start %8.1f ms\n",
+                   (std::chrono::duration<double, std::nano>(ready.time_since_epoch()).count() - std::atof(t0)) / 1e6);
     std::fprintf(stderr, "tokenize      %8.1f ms\ntext encoder  %8.1f ms\n", t.tokenize_ms, t.text_encoder_ms);
     for (size_t i = 0; i < t.unet_step_ms.size(); ++i) std::fprintf(stderr, "unet step %zu   %8.1f ms\n", i + 1, t.unet_step_ms[i]);
     std::fprintf(stderr, "vae decode    %8.1f ms\npng           %8.1f ms\ntotal         %8.1f ms\npeak RSS      %8.1f MB\n",
@@ -181,8 +172,7 @@ int cmd_tokenize(int argc, char** argv) {
   const Flags f(argc, argv, {"model", "prompt", "tokenizer", "config-dir"}, {});
   const std::filesystem::path model = f.required("model");
   const std::string prompt = f.required("prompt");
-  const ClipTokenizer tokenizer =
-      ClipTokenizer::from_dir(locate_tokenizer(model, f.str("tokenizer"), f.str("config-dir")));
+  const ClipTokenizer tokenizer = load_model_tokenizer(model, f.str("tokenizer"), f.str("config-dir"));
   const std::vector<int32_t> ids = tokenizer.encode(prompt);
   std::string out = "[";
   for (size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
@@ -192,8 +182,27 @@ int cmd_tokenize(int argc, char** argv) {
 
 int cmd_info(int argc, char** argv) {
   std::vector<LoraSpec> loras = take_loras(argc, argv);
-  const Flags f(argc, argv, {"model", "tokenizer", "config-dir"}, {});
+  const Flags f(argc, argv, {"model", "tokenizer", "config-dir"}, {"verify"});
   std::cout << describe_model(f.required("model"), model_options(f, std::move(loras)));
+  if (f.has("verify")) {
+    verify_model(f.required("model"));
+    std::cout << "verified: the data matches its sha256\n";
+  }
+  return 0;
+}
+
+int cmd_pack(int argc, char** argv) {
+  std::vector<LoraSpec> loras = take_loras(argc, argv);
+  const Flags f(argc, argv, {"model", "out", "dtype", "tokenizer", "config-dir"}, {});
+  const EngineOptions model = model_options(f, std::move(loras));
+  PackOptions options;
+  options.loras = model.loras;
+  options.tokenizer_dir = model.tokenizer_dir;
+  options.config_dir = model.config_dir;
+  options.dtype = f.str("dtype", "auto");
+  const std::string out = f.required("out");
+  const PackSummary summary = pack_model(f.required("model"), out, options);
+  std::fprintf(stderr, "wrote %s (%zu tensors, %.1f MB)\n", out.c_str(), summary.tensors, summary.file_bytes / 1e6);
   return 0;
 }
 
@@ -223,18 +232,22 @@ int run(int argc, char** argv) {
   if (cmd == "tokenize") return cmd_tokenize(argc, argv);
   if (cmd == "info") return cmd_info(argc, argv);
   if (cmd == "make-random-model") return cmd_make_random_model(argc, argv);
+  if (cmd == "pack") return cmd_pack(argc, argv);
   if (cmd == "bench") return cmd_bench(argc, argv);
   if (cmd == "serve") return cmd_serve(argc, argv);
   if (cmd == "lambda") return cmd_lambda(argc, argv);
   if (cmd == "pull") return cmd_pull(argc, argv);
   throw InputError("unknown command '" + cmd +
-                   "' (commands: generate, tokenize, info, make-random-model, bench, serve, lambda, pull)");
+                   "' (commands: generate, tokenize, info, pack, make-random-model, bench, serve, lambda, pull)");
 }
 
 }  // namespace
 }  // namespace lcmd
 
 int main(int argc, char** argv) {
+  // Past a file size limit (ulimit -f) a write fails with EFBIG and is reported like a full disk,
+  // instead of the default SIGXFSZ killing the process mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   auto fail = [](const std::exception& e, int code) {
     std::string msg = e.what();
     for (char& c : msg)

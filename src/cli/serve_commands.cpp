@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cli/flags.h"
 #include "core/error.h"
@@ -56,9 +57,24 @@ std::string flag_or_env(const Flags& f, const std::string& flag, const char* env
   return env_string(env, fallback);
 }
 
+// The LoRAs to merge: the --lora flags, else (Lambda) LCMD_LORA's comma-separated list. A file
+// that does not exist is a start-up error, not a model error found half-way through loading.
+std::vector<LoraSpec> lora_options(std::vector<LoraSpec> flag_loras, bool lambda) {
+  std::string source = "--lora";
+  if (flag_loras.empty() && lambda && !env_string("LCMD_LORA", "").empty()) {
+    source = "LCMD_LORA";
+    flag_loras = parse_lora_list(env_string("LCMD_LORA", ""), source);
+  }
+  for (const LoraSpec& lora : flag_loras)
+    if (!std::filesystem::is_regular_file(lora.path))
+      throw InputError(source + " " + lora.path.string() + ": no such file (a .safetensors LoRA, FILE[:SCALE])");
+  return flag_loras;
+}
+
 // lambda: settings may also come from the function's environment (LCMD_*).
-EngineOptions engine_options(const Flags& f, bool lambda) {
+EngineOptions engine_options(const Flags& f, bool lambda, std::vector<LoraSpec> loras) {
   EngineOptions options;
+  options.loras = lora_options(std::move(loras), lambda);
   options.threads = static_cast<int>(flag_or_env_integer(f, "threads", lambda ? "LCMD_THREADS" : nullptr, 0, 0, 1024));
   if (options.threads == 0) options.threads = serve::default_thread_count();  // honours a cgroup CPU quota
   options.precision = flag_or_env(f, "precision", lambda ? "LCMD_PRECISION" : nullptr, options.precision);
@@ -136,11 +152,12 @@ class ShutdownSignals {
 }  // namespace
 
 int cmd_serve(int argc, char** argv) {
+  std::vector<LoraSpec> loras = take_loras(argc, argv);
   const Flags f(argc, argv,
                 {"model", "host", "port", "max-queue", "max-body-bytes", "max-size", "max-steps", "result-cache",
                  "result-cache-mb", "threads", "precision", "text-cache", "read-timeout", "connection-threads",
-                 "tokenizer", "config-dir", "taesd", "decoder"},
-                {});
+                 "tokenizer", "config-dir", "taesd", "decoder", "api-key"},
+                {"log-prompts"});
   const std::string model = f.required("model");
   serve::HttpServerOptions http;
   http.host = f.str("host", "127.0.0.1");
@@ -149,8 +166,12 @@ int cmd_serve(int argc, char** argv) {
   http.max_body_bytes = static_cast<size_t>(f.integer("max-body-bytes", 64 << 10, 1024, 64 << 20));
   http.read_timeout_seconds = static_cast<int>(f.integer("read-timeout", 10, 1, 3600));
   http.connection_threads = static_cast<size_t>(f.integer("connection-threads", 8, 1, 1024));
+  // The environment keeps the key out of `ps` and /proc/PID/cmdline; the flag wins when both are set.
+  http.api_key = flag_or_env(f, "api-key", "LCMD_API_KEY", "");
+  if (f.has("api-key") && http.api_key.empty()) throw InputError("--api-key must not be empty");
+  http.log_prompts = f.has("log-prompts");
   const ServiceOptions service_opts = service_options(f, false);
-  const EngineOptions engine_opts = engine_options(f, false);
+  const EngineOptions engine_opts = engine_options(f, false, std::move(loras));
 
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up is an error on its socket, not a kill
   ShutdownSignals signals;   // before the engine and server start their threads
@@ -163,7 +184,10 @@ int cmd_serve(int argc, char** argv) {
                    {"port", port},
                    {"model", model},
                    {"threads", engine_opts.threads},
-                   {"max_queue", http.max_queue}});
+                   {"loras", engine_opts.loras.size()},
+                   {"max_queue", http.max_queue},
+                   {"api_key", !http.api_key.empty()},
+                   {"log_prompts", http.log_prompts}});
   signals.start([&server](int signal) {
     print_json_line(
         {{"level", "info"}, {"message", "shutting down: finishing the running request"}, {"signal", signal}});
@@ -176,10 +200,11 @@ int cmd_serve(int argc, char** argv) {
 }
 
 int cmd_lambda(int argc, char** argv) {
+  std::vector<LoraSpec> loras = take_loras(argc, argv);
   const Flags f(argc, argv,
                 {"model", "runtime-api", "threads", "precision", "text-cache", "max-size", "max-steps", "result-cache",
                  "result-cache-mb", "tokenizer", "config-dir", "taesd", "decoder"},
-                {});
+                {"log-prompts"});
   serve::LambdaOptions options;
   options.runtime_api = flag_or_env(f, "runtime-api", "AWS_LAMBDA_RUNTIME_API", "");
   if (options.runtime_api.empty())
@@ -188,11 +213,12 @@ int cmd_lambda(int argc, char** argv) {
         "Emulator; --runtime-api HOST:PORT sets it)");
   try {
     options.model_dir = flag_or_env(f, "model", "LCMD_MODEL", "/opt/sd_model");
-    options.engine = engine_options(f, true);
+    options.engine = engine_options(f, true, std::move(loras));
     options.service = service_options(f, true);
     options.settings.deadline_margin_ms = env_integer("LCMD_DEADLINE_MARGIN_MS", 500, 0, 600000);
     options.function_name = env_string("AWS_LAMBDA_FUNCTION_NAME", "local");
     options.metrics_namespace = env_string("LCMD_METRICS_NAMESPACE", "lcmd");
+    options.log_prompts = f.has("log-prompts") || env_integer("LCMD_LOG_PROMPTS", 0, 0, 1) == 1;
   } catch (const InputError& e) {
     // A bad setting is an init failure of the function: Lambda shows it on the first invoke.
     serve::RuntimeApiClient(options.runtime_api).post_init_error("config_error", e.what());

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <stdexcept>
 
 namespace lcmd {
 
@@ -104,6 +105,57 @@ bool parse_precision(const std::string& s, Precision* out) {
   for (const Precision p : {Precision::FP32, Precision::BF16, Precision::INT8})
     if (s == precision_name(p)) { *out = p; return true; }
   return false;
+}
+
+bool is_float_dtype(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64; }
+
+void convert_to_f32(const uint8_t* src, DType dtype, int64_t n, float* dst) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case DType::F16:
+    case DType::BF16: {
+      const bool half = dtype == DType::F16;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, src + 2 * i, 2);
+        dst[i] = half ? f16_to_f32(bits) : bf16_to_f32(bits);
+      }
+      return;
+    }
+    case DType::F64:
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+      for (int64_t i = 0; i < n; ++i) {
+        double v;
+        std::memcpy(&v, src + 8 * i, 8);
+        dst[i] = static_cast<float>(v);
+      }
+      return;
+    default:
+      throw std::invalid_argument(std::string("convert_to_f32: ") + dtype_name(dtype) + " is not a float dtype");
+  }
+}
+
+void convert_from_f32(const float* src, int64_t n, DType dtype, uint8_t* dst) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case DType::F16:
+    case DType::BF16: {
+      const bool half = dtype == DType::F16;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t bits = half ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+        std::memcpy(dst + 2 * i, &bits, 2);
+      }
+      return;
+    }
+    default:
+      throw std::invalid_argument(std::string("convert_from_f32: cannot store as ") + dtype_name(dtype));
+  }
 }
 
 }  // namespace lcmd

@@ -17,6 +17,13 @@ uint16_t f32_to_f16(float f);             // round to nearest even, as torch's .
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);            // round to nearest even
 
+// Copies or widens n stored values of a float dtype (F32, F16, BF16, F64; little-endian, possibly
+// unaligned) to float32, on all threads for large n. Other dtypes: std::invalid_argument.
+void convert_to_f32(const uint8_t* src, DType dtype, int64_t n, float* dst);
+// n float32 values stored as F32, F16 or BF16 (round to nearest even); dst may be unaligned.
+void convert_from_f32(const float* src, int64_t n, DType dtype, uint8_t* dst);
+bool is_float_dtype(DType d);  // F32, F16, BF16, F64
+
 // How conv/matmul weights and activations are computed (ops::Conv2d, ops::Linear):
 //   FP32: float32 throughout (the reference; Winograd 3x3 convolutions where faster).
 //   BF16: bfloat16 weights and activations, float32 accumulation and output.

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/packed_model.h"
 
 namespace lcmd {
 
@@ -93,9 +94,12 @@ void refuse_pickle_file(const fs::path& path) {
 ModelLayout detect_model_layout(const fs::path& path) {
   if (fs::is_directory(path)) return ModelLayout::DiffusersFolder;
   if (!fs::exists(path)) throw ModelError(path.string() + ": no such model folder or file");
+  if (PackedModelFile::is_packed(path)) return ModelLayout::Packed;
   refuse_pickle_file(path);
   if (lowercase_extension(path) != ".safetensors")
-    throw ModelError(path.string() + ": not a model (expected a diffusers folder or a single-file .safetensors checkpoint)");
+    throw ModelError(path.string() +
+                     ": not a model (expected a diffusers folder, a single-file .safetensors checkpoint or an lcmd "
+                     "packed model)");
   return ModelLayout::SingleFile;
 }
 

@@ -22,10 +22,11 @@ struct ModelFolder {
   static ModelFolder locate(const std::filesystem::path& dir);
 };
 
-enum class ModelLayout { DiffusersFolder, SingleFile };
+enum class ModelLayout { DiffusersFolder, SingleFile, Packed };
 
-// A directory is a diffusers folder, a .safetensors file a single-file checkpoint. ModelError for
-// a missing path, a pickle (see refuse_pickle_file) or any other file.
+// A directory is a diffusers folder, a file starting with the LCMDPACK signature a packed model
+// (`lcmd pack`), a .safetensors file a single-file checkpoint. ModelError for a missing path, a
+// pickle (see refuse_pickle_file) or any other file.
 ModelLayout detect_model_layout(const std::filesystem::path& path);
 
 // ModelError for .ckpt/.pt/.pth/.bin files, saying how to convert them to safetensors: unpickling

@@ -191,38 +191,6 @@ void check_data_layout(const fs::path& path, std::vector<TensorInfo>& tensors, s
                    std::to_string(covered) + " (trailing bytes after the last tensor)");
 }
 
-// Copies or widens `n` stored values of a float dtype to f32. The data may be unaligned.
-void convert_to_f32(const uint8_t* src, DType dtype, int64_t n, float* dst) {
-  switch (dtype) {
-    case DType::F32:
-      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
-      return;
-    case DType::F16:
-    case DType::BF16: {
-      const bool half = dtype == DType::F16;
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t bits;
-        std::memcpy(&bits, src + 2 * i, 2);
-        dst[i] = half ? f16_to_f32(bits) : bf16_to_f32(bits);
-      }
-      return;
-    }
-    case DType::F64:
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-      for (int64_t i = 0; i < n; ++i) {
-        double v;
-        std::memcpy(&v, src + 8 * i, 8);
-        dst[i] = static_cast<float>(v);
-      }
-      return;
-    default:
-      break;
-  }
-}
-
-bool is_float_dtype(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64; }
-
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const fs::path& path) {

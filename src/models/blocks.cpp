@@ -2,25 +2,58 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace lcmd {
 
 Norm::Norm(const Weights& w, int channels) : weight(w.tensor("weight", {channels})), bias(w.tensor("bias", {channels})) {}
 
+namespace {
+
+// A layer built from weights stored in a packed model; a layout the file got wrong is a
+// ModelError naming the file and the tensor.
+template <class Build>
+auto from_stored(const Weights& w, Build build) {
+  try {
+    return build();
+  } catch (const std::invalid_argument& e) {
+    throw ModelError(w.describe() + ": tensor '" + w.prefix() + "weight': " + e.what());
+  }
+}
+
+}  // namespace
+
 ops::Conv2d load_conv(const Weights& w, int cin, int cout, int kernel, int stride, int padding, bool bias) {
-  const Tensor weight = w.tensor("weight", {cout, cin, kernel, kernel});
+  const Shape shape{cout, cin, kernel, kernel};
+  if (const auto stored = w.stored_layer("weight", shape)) {  // a packed model: used in place
+    const Tensor b = bias ? w.tensor("bias", {cout}) : Tensor();
+    return from_stored(w, [&] {
+      return ops::Conv2d(*stored, bias ? b.data() : nullptr, cin, cout, kernel, stride, padding, w.precision());
+    });
+  }
+  const Tensor weight = w.matrix("weight", shape);  // before the bias: random init bounds it by the weight
   const Tensor b = bias ? w.tensor("bias", {cout}) : Tensor();
-  return ops::Conv2d(weight.data(), bias ? b.data() : nullptr, cin, cout, kernel, stride, padding, w.precision());
+  ops::Conv2d conv(weight.data(), bias ? b.data() : nullptr, cin, cout, kernel, stride, padding, w.precision());
+  w.layer_built("weight", shape, conv.stored_weights());
+  return conv;
 }
 
 ops::Linear load_linear(const Weights& w, int in, int out, bool bias, bool from_conv1x1) {
-  const Tensor weight = from_conv1x1 ? w.tensor("weight", {out, in, 1, 1}) : w.tensor("weight", {out, in});
-  const Tensor b = bias ? w.tensor("bias", {out}) : Tensor();
+  const Shape shape = from_conv1x1 ? Shape{out, in, 1, 1} : Shape{out, in};
   // In an int8 scope only the convolutions are int8: per-tensor dynamic quantization of the
   // transformer's activations (LayerNorm outputs, attention results) costs more accuracy than
   // the UNet's error budget allows (3.35 % vs 2.3 % rel L2 on the golden UNet), so the matrix
   // products stay bf16.
   const Precision p = w.precision() == Precision::INT8 ? ops::runnable_precision(Precision::BF16) : w.precision();
-  return ops::Linear(weight.data(), bias ? b.data() : nullptr, in, out, p);
+  if (const auto stored = w.stored_layer("weight", shape)) {  // a packed model: used in place
+    const Tensor b = bias ? w.tensor("bias", {out}) : Tensor();
+    return from_stored(w, [&] { return ops::Linear(*stored, bias ? b.data() : nullptr, in, out, p); });
+  }
+  const Tensor weight = w.matrix("weight", shape);
+  const Tensor b = bias ? w.tensor("bias", {out}) : Tensor();
+  ops::Linear linear(weight.data(), bias ? b.data() : nullptr, in, out, p);
+  w.layer_built("weight", shape, linear.stored_weights());
+  return linear;
 }
 
 // ---- ResnetBlock2D ----
@@ -37,9 +70,18 @@ ResnetBlock2D::ResnetBlock2D(const Weights& w, int in_channels, int out_channels
   if (in_channels != out_channels) conv_shortcut = load_conv(w["conv_shortcut"], in_channels, out_channels, 1, 1, 0);
 }
 
-Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor* temb) const {
+Tensor ResnetBlock2D::forward(Tensor x, const Tensor* temb) const {
+  // With a conv_shortcut, x is needed only for it and for norm1: both read it first, so x can go
+  // (if the caller moved it in) before conv1 allocates.
+  const std::optional<Tensor> shortcut = conv_shortcut ? std::optional<Tensor>((*conv_shortcut)(x)) : std::nullopt;
   Tensor h = ops::group_norm(x, groups, eps, norm1.weight.data(), norm1.bias.data(), /*silu=*/true);
+  const bool changes_channels = shortcut.has_value();
+  if (changes_channels) {
+    x = Tensor();
+    if (release_freed_maps) release_cached_memory();
+  }
   h = conv1(h);
+  if (changes_channels && release_freed_maps) release_cached_memory();  // norm1's output, in the old channel count
   if (time_emb_proj && temb) {
     // temb = time_emb_proj(silu(temb)), broadcast over every position of its sample.
     Tensor t = temb->clone();
@@ -55,8 +97,7 @@ Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor* temb) const {
     }
   }
   h = ops::group_norm(h, groups, eps, norm2.weight.data(), norm2.bias.data(), /*silu=*/true);
-  const Tensor shortcut = conv_shortcut ? (*conv_shortcut)(x) : x;
-  return conv2(h, &shortcut);  // (shortcut + conv2(h)) / output_scale_factor(1)
+  return conv2(h, changes_channels ? &*shortcut : &x);  // (shortcut + conv2(h)) / output_scale_factor(1)
 }
 
 // ---- Down / Upsample ----
@@ -87,9 +128,11 @@ Tensor resize_nearest(const Tensor& x, int oh, int ow) {
 
 }  // namespace
 
-Tensor Upsample2D::forward(const Tensor& x, int out_h, int out_w) const {
+Tensor Upsample2D::forward(Tensor x, int out_h, int out_w) const {
   const bool doubled = out_h == 0 || (out_h == 2 * x.dim(1) && out_w == 2 * x.dim(2));
-  return conv(doubled ? ops::upsample_nearest2x(x) : resize_nearest(x, out_h, out_w));
+  const Tensor upsampled = doubled ? ops::upsample_nearest2x(x) : resize_nearest(x, out_h, out_w);
+  x = Tensor();
+  return conv(upsampled);
 }
 
 // ---- Attention ----

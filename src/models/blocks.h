@@ -25,11 +25,18 @@ ops::Linear load_linear(const Weights& w, int in, int out, bool bias = true, boo
 // ResnetBlock2D (resnet_time_scale_shift "default", output_scale_factor 1).
 struct ResnetBlock2D {
   ResnetBlock2D(const Weights& w, int in_channels, int out_channels, int temb_channels, int groups, float eps);
-  // x NHWC; temb [N, temb_channels] or nullptr when temb_channels == 0.
-  Tensor forward(const Tensor& x, const Tensor* temb) const;
+  // x NHWC; temb [N, temb_channels] or nullptr when temb_channels == 0. x is taken by value:
+  // when the caller moves it in and the block has a conv_shortcut, it is freed once the
+  // shortcut and the first GroupNorm have read it.
+  Tensor forward(Tensor x, const Tensor* temb) const;
 
   int groups;
   float eps;
+  // Set by the VAE decoder: a block that changes the channel count frees maps (its input, the
+  // first GroupNorm's output) whose size the rest of the decoder never allocates again, so it
+  // returns them to the system (release_cached_memory) instead of leaving them in the tensor
+  // pool beside the new ones. Off for the UNet, whose shapes recur every step.
+  bool release_freed_maps = false;
   Norm norm1, norm2;
   ops::Conv2d conv1, conv2;
   std::optional<ops::Linear> time_emb_proj;
@@ -46,7 +53,9 @@ struct Downsample2D {
 // Upsample2D: nearest 2x (or to the skip connection's size), then a 3x3 conv.
 struct Upsample2D {
   Upsample2D(const Weights& w, int channels);
-  Tensor forward(const Tensor& x, int out_h = 0, int out_w = 0) const;
+  // x is taken by value: when the caller moves it in, it is freed once upsampled, before the
+  // convolution allocates its output.
+  Tensor forward(Tensor x, int out_h = 0, int out_w = 0) const;
   ops::Conv2d conv;
 };
 

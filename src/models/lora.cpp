@@ -156,6 +156,14 @@ void LoraSet::merge_into(Tensor& weight, const std::string& module_name, const s
   }
 }
 
+bool LoraSet::targets(const std::string& module_name, const std::string& kohya_prefix,
+                      const std::string& diffusers_prefix) const {
+  const std::string kohya = kohya_name(kohya_prefix, module_name), diffusers = diffusers_prefix + module_name;
+  for (const File& f : files_)
+    if (f.modules.count(kohya) || f.modules.count(diffusers)) return true;
+  return false;
+}
+
 void LoraSet::check_all_applied() const {
   for (const File& f : files_) {
     std::vector<std::string> unplaced;
@@ -183,6 +191,14 @@ Tensor LoraMergingSource::load(const std::string& name, const Shape& shape) cons
   if (shape.size() >= 2 && name.ends_with(weight))
     loras_->merge_into(t, name.substr(0, name.size() - weight.size()), kohya_prefix_, diffusers_prefix_);
   return t;
+}
+
+std::optional<ops::StoredWeights> LoraMergingSource::stored_layer(const std::string& name, const Shape& shape) const {
+  static const std::string weight = ".weight";
+  if (name.ends_with(weight) &&
+      loras_->targets(name.substr(0, name.size() - weight.size()), kohya_prefix_, diffusers_prefix_))
+    return std::nullopt;
+  return base_.stored_layer(name, shape);
 }
 
 std::string describe_loras(const std::vector<LoraSpec>& specs) {

@@ -53,6 +53,8 @@ class LoraSet {
   // "text_encoder.") select the component. ModelError when a factor's shape does not fit.
   void merge_into(Tensor& weight, const std::string& module_name, const std::string& kohya_prefix,
                   const std::string& diffusers_prefix) const;
+  // True when some module of some file updates that layer.
+  bool targets(const std::string& module_name, const std::string& kohya_prefix, const std::string& diffusers_prefix) const;
 
   // ModelError naming every LoRA module no layer of the model took (up to a few, and the count).
   void check_all_applied() const;
@@ -68,6 +70,9 @@ class LoraMergingSource : public WeightSource {
   LoraMergingSource(const WeightSource& base, std::shared_ptr<const LoraSet> loras, Component component);
   bool contains(const std::string& name) const override { return base_.contains(name); }
   Tensor load(const std::string& name, const Shape& shape) const override;
+  // The base's stored layers that no LoRA updates pass through, so a packed model's layers
+  // stay in place; the others are loaded as values and merged.
+  std::optional<ops::StoredWeights> stored_layer(const std::string& name, const Shape& shape) const override;
   std::string describe() const override { return base_.describe(); }
 
  private:

@@ -1,5 +1,7 @@
 #include "models/vae.h"
 
+#include <utility>
+
 namespace lcmd {
 
 namespace {
@@ -44,9 +46,11 @@ VaeDecoder::VaeDecoder(const VaeConfig& c, const Weights& w)
     output_channel = reversed[i];
     const Weights bw = w["decoder"]["up_blocks"][i];
     UpDecoderBlock block;
-    for (int j = 0; j < c.layers_per_block + 1; ++j)
+    for (int j = 0; j < c.layers_per_block + 1; ++j) {
       block.resnets.emplace_back(bw["resnets"][j], j == 0 ? prev_output_channel : output_channel, output_channel, 0,
                                  c.norm_num_groups, kVaeNormEps);
+      block.resnets.back().release_freed_maps = true;
+    }
     if (i < n - 1) block.upsampler.emplace(bw["upsamplers"][0], output_channel);
     up_blocks.push_back(std::move(block));
   }
@@ -60,6 +64,11 @@ Tensor VaeDecoder::forward(const Tensor& latents) const {
   if (latents.rank() != 4 || latents.dim(3) != config_.latent_channels)
     throw std::invalid_argument("VAE latents must be NHWC with " + std::to_string(config_.latent_channels) +
                                 " channels, got " + shape_str(latents.shape()));
+  // Every upsampler makes the feature maps 4x larger, and the freed blocks the tensor pool keeps
+  // for reuse (the UNet's, then each lower resolution's, then the upsampler's own input and
+  // nearest-upsampled copy) would mostly sit unused beside them: they are returned to the
+  // system before and after it, so the peak is the highest resolution's live maps alone.
+  release_cached_memory();
   Tensor h = post_quant_conv(latents);
   record("post_quant_conv", h);
   h = conv_in(h);
@@ -67,8 +76,12 @@ Tensor VaeDecoder::forward(const Tensor& latents) const {
   h = mid_block.forward(h);
   record("decoder.mid_block", h);
   for (size_t i = 0; i < up_blocks.size(); ++i) {
-    for (const auto& resnet : up_blocks[i].resnets) h = resnet.forward(h, nullptr);
-    if (up_blocks[i].upsampler) h = up_blocks[i].upsampler->forward(h);
+    for (const auto& resnet : up_blocks[i].resnets) h = resnet.forward(std::move(h), nullptr);
+    if (up_blocks[i].upsampler) {
+      release_cached_memory();
+      h = up_blocks[i].upsampler->forward(std::move(h));
+      release_cached_memory();
+    }
     record("decoder.up_blocks." + std::to_string(i), h);
   }
   h = ops::group_norm(h, config_.norm_num_groups, kVaeNormEps, conv_norm_out.weight.data(), conv_norm_out.bias.data(),

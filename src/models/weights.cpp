@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "core/error.h"
+#include "io/packed_model.h"
 #include "io/safetensors.h"
 
 namespace lcmd {
@@ -19,6 +20,62 @@ Tensor SafetensorsSource::load(const std::string& name, const Shape& shape) cons
   return t;
 }
 std::string SafetensorsSource::describe() const { return file_->path().string(); }
+
+bool PackedSource::contains(const std::string& name) const { return file_.find(prefix_ + name) != nullptr; }
+
+Tensor PackedSource::load(const std::string& name, const Shape& shape) const {
+  if (const auto stored = stored_layer(name, shape)) {
+    try {
+      return ops::unpack_stored_weights(*stored, shape);
+    } catch (const std::invalid_argument& e) {
+      throw ModelError(file_.path().string() + ": tensor '" + prefix_ + name + "': " + e.what());
+    }
+  }
+  Tensor t = file_.load_f32(prefix_ + name, shape);
+  file_.release(*file_.find(prefix_ + name));  // read once: keep only the engine's copy resident
+  return t;
+}
+
+std::optional<ops::StoredWeights> PackedSource::stored_layer(const std::string& name, const Shape& shape) const {
+  const PackedTensor* t = file_.find(prefix_ + name);
+  if (!t || t->layout != kBlockedLayout) return std::nullopt;
+  if (t->shape != shape)
+    throw ModelError(file_.path().string() + ": tensor '" + t->name + "' has shape " + shape_str(t->shape) + ", expected " +
+                     shape_str(shape));
+  return ops::StoredWeights{t->blocking, file_.data(*t), t->size};
+}
+
+std::string PackedSource::describe() const { return file_.path().string(); }
+
+Tensor PackingSource::load(const std::string& name, const Shape& shape) const {
+  Tensor t = stored_.load(name, shape);
+  if (!writer_.has_tensor(prefix_ + name)) writer_.add_tensor(prefix_ + name, t.shape(), t.data(), DType::F32);
+  return t;
+}
+
+Tensor PackingSource::load_matrix(const std::string& name, const Shape& shape) const {
+  Tensor t = stored_.load_matrix(name, shape);
+  pending_.insert_or_assign(name, t);
+  return t;
+}
+
+void PackingSource::layer_built(const std::string& name, const Shape& shape, const ops::StoredWeights& weights) const {
+  auto it = pending_.find(name);
+  if (it == pending_.end() || writer_.has_tensor(prefix_ + name)) return;
+  if (store_layouts_ && !weights.layout.empty()) {
+    const bool bf16 = weights.layout.find("\"data_type\":\"bf16\"") != std::string::npos;
+    writer_.add_blocked(prefix_ + name, shape, bf16 ? DType::BF16 : DType::F32, weights.layout, weights.data, weights.size);
+  } else {
+    writer_.add_tensor(prefix_ + name, shape, it->second.data(), matrix_dtype_);
+  }
+  pending_.erase(it);
+}
+
+void PackingSource::flush() const {
+  for (const auto& [name, t] : pending_)
+    if (!writer_.has_tensor(prefix_ + name)) writer_.add_tensor(prefix_ + name, t.shape(), t.data(), matrix_dtype_);
+  pending_.clear();
+}
 
 bool RenamingSource::contains(const std::string& name) const { return stored_.contains(rename_(name).name); }
 

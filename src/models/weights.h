@@ -8,15 +8,19 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "ops/ops.h"
 
 namespace lcmd {
 
 class SafetensorsFile;
+class PackedModelFile;
+class PackedModelWriter;
 
 // A flat name -> tensor store. Implementations: a safetensors file, random PyTorch-like init.
 class WeightSource {
@@ -26,6 +30,18 @@ class WeightSource {
   // The tensor as float32. Throws ModelError naming the file and tensor when missing or of
   // the wrong shape.
   virtual Tensor load(const std::string& name, const Shape& shape) const = 0;
+  // A convolution or linear layer's weight, the parameters ops::Conv2d / ops::Linear pack. The
+  // same values as load(); sources that treat matrices apart (a packer storing them in the
+  // compute dtype) override it.
+  virtual Tensor load_matrix(const std::string& name, const Shape& shape) const { return load(name, shape); }
+  // A layer's weights stored already in a compute layout (a packed model), which the layer may
+  // use in place; nullopt when the source has them only as values (then load_matrix).
+  virtual std::optional<ops::StoredWeights> stored_layer(const std::string& name, const Shape& shape) const {
+    return std::nullopt;
+  }
+  // Told a layer's weights in the layout it computes on, once built from load_matrix's values
+  // (the packer stores them).
+  virtual void layer_built(const std::string& name, const Shape& shape, const ops::StoredWeights& weights) const {}
   virtual std::string describe() const = 0;  // e.g. the file path, for messages
 };
 
@@ -40,6 +56,54 @@ class SafetensorsSource : public WeightSource {
 
  private:
   std::unique_ptr<SafetensorsFile> file_;
+};
+
+// One component ("unet", ...) of a packed model file (io/packed_model.h): its tensors are named
+// "<component>.<diffusers name>". The file must outlive the source.
+class PackedSource : public WeightSource {
+ public:
+  PackedSource(const PackedModelFile& file, std::string component) : file_(file), prefix_(std::move(component) + ".") {}
+  bool contains(const std::string& name) const override;
+  // Plain tensors widened to float32 (their pages dropped after the copy); layers stored in a
+  // compute layout are re-laid out to PyTorch's.
+  Tensor load(const std::string& name, const Shape& shape) const override;
+  // Layers stored in a compute layout, in place in the file's mapping.
+  std::optional<ops::StoredWeights> stored_layer(const std::string& name, const Shape& shape) const override;
+  std::string describe() const override;
+
+ private:
+  const PackedModelFile& file_;
+  std::string prefix_;
+};
+
+// Passes every tensor through from another source and writes it into a packed model as
+// "<component>.<name>": a layer's weights as the layer computes on them (layer_built; when
+// `store_layouts`), else its values in `matrix_dtype`; every other parameter (norms, biases,
+// embeddings) in float32, so packing keeps exact what the engine computes in float32.
+class PackingSource : public WeightSource {
+ public:
+  PackingSource(const WeightSource& stored, PackedModelWriter& writer, std::string component, DType matrix_dtype,
+                bool store_layouts)
+      : stored_(stored),
+        writer_(writer),
+        prefix_(std::move(component) + "."),
+        matrix_dtype_(matrix_dtype),
+        store_layouts_(store_layouts) {}
+  bool contains(const std::string& name) const override { return stored_.contains(name); }
+  Tensor load(const std::string& name, const Shape& shape) const override;
+  Tensor load_matrix(const std::string& name, const Shape& shape) const override;
+  void layer_built(const std::string& name, const Shape& shape, const ops::StoredWeights& weights) const override;
+  // Writes the matrices no layer_built call took (none when every layer reports back).
+  void flush() const;
+  std::string describe() const override { return stored_.describe(); }
+
+ private:
+  const WeightSource& stored_;
+  PackedModelWriter& writer_;
+  std::string prefix_;
+  DType matrix_dtype_;
+  bool store_layouts_;
+  mutable std::map<std::string, Tensor> pending_;  // matrices loaded, their layer not built yet
 };
 
 // Where a tensor the model asks for by its diffusers name is stored in another naming scheme.
@@ -100,8 +164,18 @@ class Weights {
   Weights operator[](const std::string& child) const { return Weights(*source_, precision_, prefix_ + child + "."); }
   Weights operator[](int index) const { return (*this)[std::to_string(index)]; }
   Tensor tensor(const std::string& leaf, const Shape& shape) const { return source_->load(prefix_ + leaf, shape); }
+  // A convolution's or linear layer's weight (see WeightSource::load_matrix, stored_layer and
+  // layer_built).
+  Tensor matrix(const std::string& leaf, const Shape& shape) const { return source_->load_matrix(prefix_ + leaf, shape); }
+  std::optional<ops::StoredWeights> stored_layer(const std::string& leaf, const Shape& shape) const {
+    return source_->stored_layer(prefix_ + leaf, shape);
+  }
+  void layer_built(const std::string& leaf, const Shape& shape, const ops::StoredWeights& weights) const {
+    source_->layer_built(prefix_ + leaf, shape, weights);
+  }
   bool has(const std::string& leaf) const { return source_->contains(prefix_ + leaf); }
   const std::string& prefix() const { return prefix_; }
+  std::string describe() const { return source_->describe(); }  // e.g. the file, for messages
   Precision precision() const { return precision_; }
 
  private:

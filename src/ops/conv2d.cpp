@@ -13,14 +13,21 @@
 //    UNet in f32 would grow by GBs). Direct convolution on NHWC runs on OIhw16i16o weights too
 //    (jit:avx512_core: as fast as brgconv on the SD shapes measured, except 13 % slower at
 //    1280->1280@8x8), so such a layer keeps one copy for both.
+//    Large Winograd convolutions run in horizontal bands of output rows (conv_banding_impl.h):
+//    its scratchpad (the transformed input and output tiles) and the blocked copies would
+//    otherwise take ~7 bytes per output pixel and channel for the whole image at once.
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "ops/conv_banding_impl.h"
 #include "ops/dnnl_impl.h"
 #include "ops/ops.h"
 #include "ops/parallel_impl.h"
@@ -59,12 +66,21 @@ struct PlanKey {
   auto operator<=>(const PlanKey&) const = default;
 };
 
+// One band of a Winograd plan: output rows [out_begin, out_end) from input rows
+// [in_begin, in_end) of every image, on a primitive made for that band's height and padding.
+struct WinogradBand {
+  int64_t out_begin, out_end, in_begin, in_end;
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward primitive;
+};
+
 struct ConvPlan {
   ConvAlgorithm algorithm;
-  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward::primitive_desc pd;  // direct: the primitive's; Winograd: the first band's
   dnnl::convolution_forward primitive;
   memory weights;                              // the shared packed weights, or a private re-layout
   std::optional<detail::ReorderStep> to_bf16;  // BF16: the f32 -> bf16 source conversion
+  std::vector<WinogradBand> bands;             // Winograd only, top to bottom
 };
 
 // Pixels per task of the layout conversions: 64 pixels of up to 1280 channels stay in L2.
@@ -113,7 +129,41 @@ void for_pixel_tiles(int64_t batch, int64_t pixels, int64_t channels, F&& conver
   });
 }
 
+std::atomic<size_t> band_budget{detail::kWinogradBandBytes};
+
+int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+
 }  // namespace
+
+namespace detail {
+
+size_t winograd_working_bytes(int64_t pixels, int64_t cin, int64_t cout) {
+  // Per pixel and channel: the blocked copy (1 float) and the transformed 6x6 tiles per 4x4
+  // outputs (36 / 16 floats), on the input and on the output side.
+  return static_cast<size_t>(pixels) * static_cast<size_t>(cin + cout) * sizeof(float) * (16 + 36) / 16;
+}
+
+std::vector<RowBand> winograd_row_bands(int64_t batch, int64_t height, int64_t width, int64_t cin, int64_t cout,
+                                        size_t budget_bytes) {
+  const int64_t row_pixels = batch * width;
+  const size_t row_bytes = std::max<size_t>(1, winograd_working_bytes(row_pixels, cin, cout));
+  const int64_t min_rows = round_up((kWinogradBandMinPixels + row_pixels - 1) / row_pixels, kWinogradTileRows);
+  const int64_t budget_rows =
+      std::max(min_rows, static_cast<int64_t>(budget_bytes / row_bytes) / kWinogradTileRows * kWinogradTileRows);
+  if (budget_rows >= height) return {{0, height}};
+  // Equal bands rather than full ones and a small remainder: no more memory, fewer rows per
+  // call. No more bands than keep each at min_rows (a budget below that is not met).
+  const int64_t count = std::max<int64_t>(1, std::min((height + budget_rows - 1) / budget_rows, height / min_rows));
+  const int64_t rows = round_up((height + count - 1) / count, kWinogradTileRows);
+  std::vector<RowBand> bands;
+  for (int64_t begin = 0; begin < height; begin += rows) bands.push_back({begin, std::min(height, begin + rows)});
+  return bands;
+}
+
+size_t winograd_band_budget() { return band_budget.load(); }
+void set_winograd_band_budget(size_t bytes) { band_budget.store(bytes); }
+
+}  // namespace detail
 
 struct Conv2d::Impl {
   int cin = 0, cout = 0, kernel = 0, stride = 1, padding = 0;
@@ -158,36 +208,75 @@ struct Conv2d::Impl {
     return attr;
   }
 
+  // pad_top / pad_bottom: the rows of zeros above and below src (a band inside the image has
+  // real rows there instead); left and right are always `padding`.
   dnnl::convolution_forward::primitive_desc make_pd(dnnl::prop_kind kind, dnnl::algorithm algorithm,
                                                     const memory::desc& src, const memory::desc& weights_md,
-                                                    const memory::desc& dst, bool residual) const {
-    const memory::dims strides{stride, stride}, pad{padding, padding};
+                                                    const memory::desc& dst, bool residual, int64_t pad_top,
+                                                    int64_t pad_bottom) const {
+    const memory::dims strides{stride, stride}, pad_l{pad_top, padding}, pad_r{pad_bottom, padding};
     const auto desc = has_bias ? dnnl::convolution_forward::desc(kind, algorithm, src, weights_md, bias.get_desc(), dst,
-                                                                 strides, pad, pad)
-                               : dnnl::convolution_forward::desc(kind, algorithm, src, weights_md, dst, strides, pad, pad);
+                                                                 strides, pad_l, pad_r)
+                               : dnnl::convolution_forward::desc(kind, algorithm, src, weights_md, dst, strides, pad_l,
+                                                                 pad_r);
     return dnnl::convolution_forward::primitive_desc(desc, attributes(residual), detail::cpu_engine());
   }
 
   dnnl::convolution_forward::primitive_desc make_direct_pd(const PlanKey& key, const memory::desc& weights_md) const {
     return make_pd(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                    source_desc(key, detail::source_type(precision), tag::nhwc), weights_md,
-                   destination_desc(key, tag::nhwc), key.residual);
+                   destination_desc(key, tag::nhwc), key.residual, padding, padding);
   }
 
   // forward_training is what makes oneDNN take OIhw16i16o weights and transform them per
   // call; for inference it insists on its 4x larger pre-transformed layout. The residual is
-  // added while converting the output back to NHWC.
-  dnnl::convolution_forward::primitive_desc make_winograd_pd(const PlanKey& key) const {
+  // added while converting the output back to NHWC. in_rows input rows (padded by pad_top and
+  // pad_bottom) give out_rows output rows.
+  dnnl::convolution_forward::primitive_desc make_winograd_pd(int64_t batch, int64_t in_rows, int64_t out_rows,
+                                                             int64_t width, int64_t pad_top, int64_t pad_bottom) const {
     return make_pd(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_winograd,
-                   source_desc(key, dt::f32, tag::nChw16c), winograd_weights(), destination_desc(key, tag::nChw16c),
-                   false);
+                   memory::desc({batch, cin, in_rows, width}, dt::f32, tag::nChw16c), winograd_weights(),
+                   memory::desc({batch, cout, out_rows, output_size(width)}, dt::f32, tag::nChw16c), false, pad_top,
+                   pad_bottom);
+  }
+  dnnl::convolution_forward::primitive_desc make_winograd_pd(const PlanKey& key) const {
+    return make_winograd_pd(key.batch, key.height, output_size(key.height), key.width, padding, padding);
   }
 
+  // A Winograd plan in the bands the budget asks for, else in one piece (should oneDNN refuse
+  // a band's shape or padding), else nothing.
   std::optional<ConvPlan> create_winograd_plan(const PlanKey& key) const {
+    const int64_t out_h = output_size(key.height);
+    const auto bands = detail::winograd_row_bands(key.batch, out_h, key.width, cin, cout, detail::winograd_band_budget());
+    if (auto plan = create_winograd_plan(key, bands)) return plan;
+    if (bands.size() > 1) return create_winograd_plan(key, {{0, out_h}});
+    return std::nullopt;
+  }
+
+  std::optional<ConvPlan> create_winograd_plan(const PlanKey& key, const std::vector<detail::RowBand>& row_bands) const {
     try {
-      auto pd = make_winograd_pd(key);
-      if (detail::is_reference_impl(pd)) return std::nullopt;
-      return ConvPlan{ConvAlgorithm::kWinograd, pd, dnnl::convolution_forward(pd), weights, std::nullopt};
+      // Bands of the same height and padding (all but the first and last) share a primitive.
+      std::map<std::array<int64_t, 4>, size_t> first_band_of;  // geometry -> the band that made its primitive
+      std::vector<WinogradBand> bands;
+      for (const detail::RowBand rows : row_bands) {
+        // The input rows the 3x3 window reads, clipped to the image: zero padding only where the
+        // window reaches past the image's top or bottom edge, real rows elsewhere.
+        const int64_t wanted_begin = rows.begin - padding, wanted_end = rows.end - 1 - padding + kernel;
+        const int64_t in_begin = std::max<int64_t>(0, wanted_begin), in_end = std::min(key.height, wanted_end);
+        const std::array<int64_t, 4> geometry{in_end - in_begin, rows.end - rows.begin, in_begin - wanted_begin,
+                                              wanted_end - in_end};
+        const auto [it, is_new] = first_band_of.emplace(geometry, bands.size());
+        if (!is_new) {
+          const WinogradBand& same = bands[it->second];
+          bands.push_back({rows.begin, rows.end, in_begin, in_end, same.pd, same.primitive});
+          continue;
+        }
+        auto pd = make_winograd_pd(key.batch, geometry[0], geometry[1], key.width, geometry[2], geometry[3]);
+        if (detail::is_reference_impl(pd)) return std::nullopt;
+        bands.push_back({rows.begin, rows.end, in_begin, in_end, pd, dnnl::convolution_forward(pd)});
+      }
+      const WinogradBand& first = bands.front();
+      return ConvPlan{ConvAlgorithm::kWinograd, first.pd, first.primitive, weights, std::nullopt, std::move(bands)};
     } catch (const dnnl::error&) {  // e.g. padding the Winograd kernels do not take
       return std::nullopt;
     }
@@ -208,7 +297,7 @@ struct Conv2d::Impl {
     }
     std::optional<detail::ReorderStep> to_bf16;
     if (precision == Precision::BF16) to_bf16 = detail::make_reorder(source_desc(key, dt::f32, tag::nhwc), pd->src_desc());
-    return ConvPlan{ConvAlgorithm::kDirect, *pd, dnnl::convolution_forward(*pd), plan_weights, std::move(to_bf16)};
+    return ConvPlan{ConvAlgorithm::kDirect, *pd, dnnl::convolution_forward(*pd), plan_weights, std::move(to_bf16), {}};
   }
 
   std::shared_ptr<const ConvPlan> create_plan(const PlanKey& key) const {
@@ -255,31 +344,69 @@ struct Conv2d::Impl {
     return std::nullopt;
   }
 
-  void pack_weights(const float* weight) {
-    const memory user_weights = detail::wrap_memory({{cout, cin, kernel, kernel}, dt::f32, tag::oihw}, weight);
+  // The weights as float32 [cout, cin, k, k] (for quantizing): given's own data when it is that
+  // already, else a re-laid-out copy in `buffer`.
+  const float* plain_f32(const memory& given, std::vector<float>& buffer) const {
+    const memory::dims dims{cout, cin, kernel, kernel};
+    if (given.get_desc() == memory::desc(dims, dt::f32, tag::oihw)) return static_cast<const float*>(given.get_data_handle());
+    buffer = detail::to_plain_f32(given, dims, tag::oihw);
+    return buffer.data();
+  }
+
+  // Packs `given` ([cout, cin, k, k] in any layout and float dtype) into the layout this layer
+  // computes on. `in_place`: given's data outlives the layer (a packed model's mapping), so
+  // weights already in that layout are used as they are, without a copy.
+  void pack_weights(const memory& given, bool in_place) {
     winograd_capable = winograd_works();
-    if (winograd_capable) {
-      weights = detail::relayout(user_weights, winograd_weights());
-      return;
-    }
     std::optional<detail::Int8Weights> quantized;
-    if (precision == Precision::INT8) {  // the output scales are part of the primitive
-      quantized = detail::quantize_per_channel(weight, cout, static_cast<int64_t>(cin) * kernel * kernel);
-      int8.weight_scales = quantized->scales;
-    }
-    std::optional<dnnl::convolution_forward::primitive_desc> pd = packing_pd();
-    if (!pd && precision != Precision::FP32) {
-      detail::note_layer_fallback(precision, describe());
-      precision = Precision::FP32;
-      quantized.reset();
-      int8 = {};
+    std::optional<dnnl::convolution_forward::primitive_desc> pd;
+    if (!winograd_capable) {
+      if (precision == Precision::INT8) {  // the output scales are part of the primitive
+        std::vector<float> buffer;
+        quantized = detail::quantize_per_channel(plain_f32(given, buffer), cout, static_cast<int64_t>(cin) * kernel * kernel);
+        int8.weight_scales = quantized->scales;
+      }
       pd = packing_pd();
+      if (!pd && precision != Precision::FP32) {
+        detail::note_layer_fallback(precision, describe());
+        precision = Precision::FP32;
+        quantized.reset();
+        int8 = {};
+        pd = packing_pd();
+      }
+      if (!pd) throw std::runtime_error(describe() + ": oneDNN has no convolution for this layer");
     }
-    if (!pd) throw std::runtime_error(describe() + ": oneDNN has no convolution for this layer");
-    const memory plain = quantized ? detail::wrap_memory({{cout, cin, kernel, kernel}, dt::s8, tag::oihw},
-                                                         quantized->values.data())
-                                   : user_weights;
-    weights = detail::relayout(plain, pd->weights_desc());  // int8: also computes oneDNN's zero-point compensation
+    const memory::desc target = winograd_capable ? winograd_weights() : pd->weights_desc();
+    if (quantized)  // int8: the reorder also computes oneDNN's zero-point compensation
+      weights = detail::relayout(
+          detail::wrap_memory({{cout, cin, kernel, kernel}, dt::s8, tag::oihw}, quantized->values.data()), target);
+    else if (in_place && given.get_desc() == target)
+      weights = given;
+    else
+      weights = detail::relayout(given, target);
+    if (in_place) detail::count_stored_weights(weights.get_data_handle() == given.get_data_handle());
+  }
+
+  // Geometry, precision and bias; true when the layer is a 1x1 product run by `pointwise`.
+  bool init(int in_channels, int out_channels, int kernel_size, int stride_, int padding_, const float* bias_values,
+            Precision requested) {
+    cin = in_channels;
+    cout = out_channels;
+    kernel = kernel_size;
+    stride = stride_;
+    padding = padding_;
+    has_bias = bias_values != nullptr;
+    precision = requested;
+    if (cin <= 0 || cout <= 0 || kernel <= 0 || stride <= 0 || padding < 0)
+      throw std::invalid_argument(describe() + ": channels, kernel and stride must be positive, padding >= 0");
+    if (kernel == 1 && stride == 1 && padding == 0) return true;
+    precision = detail::layer_precision(requested, cin, cout);
+    if (bias_values) {
+      bias = memory({{cout}, dt::f32, tag::x}, detail::cpu_engine());
+      std::memcpy(bias.get_data_handle(), bias_values, sizeof(float) * cout);
+      if (precision == Precision::INT8) int8.bias.assign(bias_values, bias_values + cout);
+    }
+    return false;
   }
 
   // Checks x (and the residual) against the layer; returns the plan key of the call.
@@ -308,24 +435,35 @@ struct Conv2d::Impl {
     detail::run_primitive(plan.primitive, plan.pd, std::move(args));
   }
 
-  // y = conv(x) (+ residual), converting to and from the blocked layout around the primitive.
+  // y = conv(x) (+ residual), band by band, converting each band's rows to and from the
+  // blocked layout around its primitive.
   void run_winograd(const ConvPlan& plan, const Tensor& x, const Tensor* residual, Tensor& y) const {
-    const memory::desc src_md = plan.pd.src_desc(), dst_md = plan.pd.dst_desc();
+    for (const WinogradBand& band : plan.bands) run_winograd_band(band, plan.weights, x, residual, y);
+  }
+
+  void run_winograd_band(const WinogradBand& band, const memory& band_weights, const Tensor& x, const Tensor* residual,
+                         Tensor& y) const {
+    const memory::desc src_md = band.pd.src_desc(), dst_md = band.pd.dst_desc();
     auto* src = static_cast<float*>(detail::thread_buffer(detail::ThreadBuffer::kBlockedSource, src_md.get_size()));
     auto* dst = static_cast<float*>(detail::thread_buffer(detail::ThreadBuffer::kBlockedDestination, dst_md.get_size()));
-    const int64_t in_pixels = x.dim(1) * x.dim(2), out_pixels = y.dim(1) * y.dim(2);
-    for_pixel_tiles(x.dim(0), in_pixels, cin, [&](int64_t image, int64_t begin, int64_t end) {
-      nhwc_to_blocked(x.data() + image * in_pixels * cin, src + image * in_pixels * cin, cin, in_pixels, begin, end);
+    // An NHWC row band of an image is contiguous: it is converted like a whole image of fewer rows.
+    const int64_t in_image = x.dim(1) * x.dim(2), in_first = band.in_begin * x.dim(2);
+    const int64_t in_band = (band.in_end - band.in_begin) * x.dim(2);
+    for_pixel_tiles(x.dim(0), in_band, cin, [&](int64_t image, int64_t begin, int64_t end) {
+      nhwc_to_blocked(x.data() + (image * in_image + in_first) * cin, src + image * in_band * cin, cin, in_band, begin,
+                      end);
     });
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, detail::wrap_memory(src_md, src)},
-                                         {DNNL_ARG_WEIGHTS, plan.weights},
+                                         {DNNL_ARG_WEIGHTS, band_weights},
                                          {DNNL_ARG_DST, detail::wrap_memory(dst_md, dst)}};
     if (has_bias) args.emplace(DNNL_ARG_BIAS, bias);
-    detail::run_primitive(plan.primitive, plan.pd, std::move(args));
-    for_pixel_tiles(y.dim(0), out_pixels, cout, [&](int64_t image, int64_t begin, int64_t end) {
-      const int64_t offset = image * out_pixels * cout;
-      blocked_to_nhwc(dst + offset, residual ? residual->data() + offset : nullptr, y.data() + offset, cout,
-                      out_pixels, begin, end);
+    detail::run_primitive(band.primitive, band.pd, std::move(args));
+    const int64_t out_image = y.dim(1) * y.dim(2), out_first = band.out_begin * y.dim(2);
+    const int64_t out_band = (band.out_end - band.out_begin) * y.dim(2);
+    for_pixel_tiles(y.dim(0), out_band, cout, [&](int64_t image, int64_t begin, int64_t end) {
+      const int64_t offset = (image * out_image + out_first) * cout;
+      blocked_to_nhwc(dst + image * out_band * cout, residual ? residual->data() + offset : nullptr, y.data() + offset,
+                      cout, out_band, begin, end);
     });
   }
 };
@@ -339,29 +477,33 @@ Conv2d::Conv2d(const float* weight, const float* bias, int cin, int cout, int ke
                Precision precision)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
-  m.cin = cin;
-  m.cout = cout;
-  m.kernel = kernel;
-  m.stride = stride;
-  m.padding = padding;
-  m.has_bias = bias != nullptr;
-  m.precision = precision;
-  if (cin <= 0 || cout <= 0 || kernel <= 0 || stride <= 0 || padding < 0)
-    throw std::invalid_argument(m.describe() + ": channels, kernel and stride must be positive, padding >= 0");
+  const bool pointwise = m.init(cin, cout, kernel, stride, padding, bias, precision);
   if (!weight) throw std::invalid_argument(m.describe() + ": weight pointer is null");
-
-  if (kernel == 1 && stride == 1 && padding == 0) {
+  if (pointwise) {
     m.pointwise.emplace(weight, bias, cin, cout, precision);  // [cout, cin, 1, 1] == [cout, cin]
     m.precision = m.pointwise->precision();
     return;
   }
-  m.precision = detail::layer_precision(precision, cin, cout);
-  if (bias) {
-    m.bias = memory({{cout}, dt::f32, tag::x}, detail::cpu_engine());
-    std::memcpy(m.bias.get_data_handle(), bias, sizeof(float) * cout);
-    if (m.precision == Precision::INT8) m.int8.bias.assign(bias, bias + cout);
+  m.pack_weights(detail::wrap_memory({{cout, cin, kernel, kernel}, dt::f32, tag::oihw}, weight), false);
+}
+
+Conv2d::Conv2d(const StoredWeights& weights, const float* bias, int cin, int cout, int kernel, int stride, int padding,
+               Precision precision)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  if (m.init(cin, cout, kernel, stride, padding, bias, precision)) {
+    m.pointwise.emplace(weights, bias, cin, cout, precision);
+    m.precision = m.pointwise->precision();
+    return;
   }
-  m.pack_weights(weight);
+  m.pack_weights(detail::stored_weights_memory(weights, {cout, cin, kernel, kernel}), true);
+}
+
+StoredWeights Conv2d::stored_weights() const {
+  if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
+  if (impl_->pointwise) return impl_->pointwise->stored_weights();
+  const memory::desc md = impl_->weights.get_desc();
+  return {detail::describe_layout(md), impl_->weights.get_data_handle(), md.get_size()};
 }
 
 Tensor Conv2d::operator()(const Tensor& x, const Tensor* residual) const {
@@ -394,8 +536,10 @@ std::string Conv2d::implementation(const Shape& input) const {
   if (key.batch == 0) throw std::invalid_argument(m.describe() + ": batch must be positive to run a kernel");
   detail::sync_openmp_threads();
   const auto plan = m.plan(key);
-  return std::string(precision_name(m.precision)) +
-         (plan->algorithm == ConvAlgorithm::kWinograd ? " winograd " : " direct ") + plan->pd.impl_info_str();
+  std::string algorithm = " direct ";
+  if (plan->algorithm == ConvAlgorithm::kWinograd)
+    algorithm = plan->bands.size() > 1 ? " winograd in " + std::to_string(plan->bands.size()) + " bands " : " winograd ";
+  return std::string(precision_name(m.precision)) + algorithm + plan->pd.impl_info_str();
 }
 
 }  // namespace lcmd::ops

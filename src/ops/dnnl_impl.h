@@ -6,8 +6,10 @@
 #include <cstddef>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "core/dtype.h"
+#include "ops/ops.h"
 
 namespace lcmd::ops::detail {
 
@@ -70,5 +72,21 @@ ReorderStep make_reorder(const dnnl::memory::desc& from, const dnnl::memory::des
 
 // dst[i] = src[i] for n floats, split over the threads.
 void parallel_copy(float* dst, const float* src, int64_t n);
+
+// ---- Weights stored in their compute layout (stored_layout.cpp) ----
+
+// A blocked layout as JSON text, or "" when it cannot be stored (not plain blocked, e.g. int8
+// weights with oneDNN's zero-point compensation appended, or a data type other than f32/bf16/f16).
+std::string describe_layout(const dnnl::memory::desc& md);
+// The descriptor back, for weights of `dims`; std::invalid_argument for anything malformed or
+// hostile (other dims, unknown type, blocks that do not fit, strides reaching past the data).
+dnnl::memory::desc layout_from_json(const std::string& layout, const dnnl::memory::dims& dims);
+// The stored weights as a memory object over their data (no copy), checked as above and
+// against their byte size.
+dnnl::memory stored_weights_memory(const StoredWeights& stored, const dnnl::memory::dims& dims);
+// Any weights memory reordered into a new float32 buffer of `tag` order (e.g. to quantize).
+std::vector<float> to_plain_f32(const dnnl::memory& weights, const dnnl::memory::dims& dims, dnnl::memory::format_tag tag);
+// Counts a layer built from stored weights (see stored_weights_use in ops.h).
+void count_stored_weights(bool used_in_place);
 
 }  // namespace lcmd::ops::detail

@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ops/dnnl_impl.h"
 #include "ops/ops.h"
@@ -114,10 +115,22 @@ struct Linear::Impl {
     return std::nullopt;
   }
 
-  void pack_weights(const float* weight) {
+  // The weights as float32 [out, in] row-major (for quantizing): given's own data when it is
+  // that already, else a re-laid-out copy in `buffer`.
+  const float* plain_f32(const memory& given, std::vector<float>& buffer) const {
+    if (given.get_desc() == memory::desc({in, out}, dt::f32, tag::ba)) return static_cast<const float*>(given.get_data_handle());
+    buffer = detail::to_plain_f32(given, {in, out}, tag::ba);
+    return buffer.data();
+  }
+
+  // Packs `given` (matmul's B = W^T [in, out], in any layout and float dtype) into the layout
+  // this layer computes on. `in_place`: given's data outlives the layer (a packed model's
+  // mapping), so weights already in that layout are used as they are, without a copy.
+  void pack_weights(const memory& given, bool in_place) {
     std::optional<detail::Int8Weights> quantized;
     if (precision == Precision::INT8) {  // the output scales are part of the primitive
-      quantized = detail::quantize_per_channel(weight, out, in);
+      std::vector<float> buffer;
+      quantized = detail::quantize_per_channel(plain_f32(given, buffer), out, in);
       int8.weight_scales = quantized->scales;
     }
     std::optional<dnnl::matmul::primitive_desc> pd = packing_pd();
@@ -129,10 +142,29 @@ struct Linear::Impl {
       pd = packing_pd();
     }
     if (!pd) throw std::runtime_error(describe() + ": oneDNN has no matrix product for this layer");
-    // PyTorch's [out, in] row-major weight is matmul's B = W^T [in, out] in column-major (ba).
-    const memory plain = quantized ? detail::wrap_memory({{in, out}, dt::s8, tag::ba}, quantized->values.data())
-                                   : detail::wrap_memory({{in, out}, dt::f32, tag::ba}, weight);
-    weights = detail::relayout(plain, pd->weights_desc());  // int8: also computes oneDNN's zero-point compensation
+    if (quantized)  // int8: the reorder also computes oneDNN's zero-point compensation
+      weights = detail::relayout(detail::wrap_memory({{in, out}, dt::s8, tag::ba}, quantized->values.data()),
+                                 pd->weights_desc());
+    else if (in_place && given.get_desc() == pd->weights_desc())
+      weights = given;
+    else
+      weights = detail::relayout(given, pd->weights_desc());
+    if (in_place) detail::count_stored_weights(weights.get_data_handle() == given.get_data_handle());
+  }
+
+  void init(int in_features, int out_features, const float* bias_values, Precision requested) {
+    if (in_features <= 0 || out_features <= 0)
+      throw std::invalid_argument("Linear: features must be positive, got in=" + std::to_string(in_features) +
+                                  " out=" + std::to_string(out_features));
+    in = in_features;
+    out = out_features;
+    has_bias = bias_values != nullptr;
+    precision = detail::layer_precision(requested, in, out);
+    if (bias_values) {
+      bias = memory({{1, out}, dt::f32, tag::ab}, detail::cpu_engine());
+      std::memcpy(bias.get_data_handle(), bias_values, sizeof(float) * out);
+      if (precision == Precision::INT8) int8.bias.assign(bias_values, bias_values + out);
+    }
   }
 
   int64_t rows_of(const Tensor& x, const Tensor* residual, Shape* out_shape) const {
@@ -155,21 +187,22 @@ Linear& Linear::operator=(Linear&&) noexcept = default;
 
 Linear::Linear(const float* weight, const float* bias, int in, int out, Precision precision)
     : impl_(std::make_unique<Impl>()) {
-  if (in <= 0 || out <= 0)
-    throw std::invalid_argument("Linear: features must be positive, got in=" + std::to_string(in) +
-                                " out=" + std::to_string(out));
   if (!weight) throw std::invalid_argument("Linear: weight pointer is null");
-  Impl& m = *impl_;
-  m.in = in;
-  m.out = out;
-  m.has_bias = bias != nullptr;
-  m.precision = detail::layer_precision(precision, in, out);
-  if (bias) {
-    m.bias = memory({{1, out}, dt::f32, tag::ab}, detail::cpu_engine());
-    std::memcpy(m.bias.get_data_handle(), bias, sizeof(float) * out);
-    if (m.precision == Precision::INT8) m.int8.bias.assign(bias, bias + out);
-  }
-  m.pack_weights(weight);
+  impl_->init(in, out, bias, precision);
+  // PyTorch's [out, in] row-major weight is matmul's B = W^T [in, out] in column-major (ba).
+  impl_->pack_weights(detail::wrap_memory({{in, out}, dt::f32, tag::ba}, weight), false);
+}
+
+Linear::Linear(const StoredWeights& weights, const float* bias, int in, int out, Precision precision)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->init(in, out, bias, precision);
+  impl_->pack_weights(detail::stored_weights_memory(weights, {in, out}), true);
+}
+
+StoredWeights Linear::stored_weights() const {
+  if (!impl_) throw std::logic_error("Linear: called on a default-constructed layer (no weights)");
+  const memory::desc md = impl_->weights.get_desc();
+  return {detail::describe_layout(md), impl_->weights.get_data_handle(), md.get_size()};
 }
 
 Tensor Linear::operator()(const Tensor& x, const Tensor* residual) const {

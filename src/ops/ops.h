@@ -26,6 +26,28 @@ void enable_flush_denormals();
 // runs FP32 and a one-time note goes to stderr.
 Precision runnable_precision(Precision requested);
 
+// A layer's weights in the layout its kernel computes on, as a packed model file stores them
+// (`lcmd pack`): oneDNN's blocked layout described as JSON text (dims, data type, padded dims,
+// strides, inner blocks: portable across oneDNN versions) and the bytes, typically inside the
+// file's read-only mapping.
+struct StoredWeights {
+  std::string layout;  // JSON; empty when the layer's weights cannot be stored this way (int8)
+  const void* data = nullptr;
+  size_t size = 0;
+};
+
+// How many layers built from StoredWeights used them in place, and how many had to re-lay them
+// out (packed on another CPU or for another precision), since the process started.
+struct StoredWeightsUse {
+  int in_place = 0, relaid_out = 0;
+};
+StoredWeightsUse stored_weights_use();
+
+// Stored weights back as float32 in PyTorch's layout `shape` (a conv's [cout, cin, k, k], a
+// linear's [out, in] or [out, in, 1, 1]), e.g. to merge a LoRA into a packed model's weights.
+// std::invalid_argument when the layout does not describe weights of that shape.
+Tensor unpack_stored_weights(const StoredWeights& weights, const Shape& shape);
+
 // 2-D convolution with square kernel, symmetric zero padding. Weights are packed into the
 // kernel's layout once, at construction; primitives are created once per input shape.
 // Precision (see core/dtype.h): FP32 runs 3x3 stride-1 convolutions of 16-multiple channel
@@ -40,6 +62,14 @@ class Conv2d {
   // weight: PyTorch layout [cout, cin, kernel, kernel]; bias: [cout] or nullptr.
   Conv2d(const float* weight, const float* bias, int cin, int cout, int kernel, int stride, int padding,
          Precision precision = Precision::FP32);
+  // From weights stored in a compute layout (see StoredWeights): used in place, without a copy,
+  // when it is the layout this layer computes on here, otherwise re-laid out. The data must
+  // outlive the layer. std::invalid_argument when the layout does not describe [cout, cin, k, k]
+  // weights in `size` bytes.
+  Conv2d(const StoredWeights& weights, const float* bias, int cin, int cout, int kernel, int stride, int padding,
+         Precision precision);
+  // The weights as this layer computes on them, for a packed model (layout empty for int8).
+  StoredWeights stored_weights() const;
   ~Conv2d();
   Conv2d(Conv2d&&) noexcept;
   Conv2d& operator=(Conv2d&&) noexcept;
@@ -69,6 +99,9 @@ class Linear {
   Linear();
   // weight: PyTorch layout [out, in]; bias: [out] or nullptr.
   Linear(const float* weight, const float* bias, int in, int out, Precision precision = Precision::FP32);
+  // As the Conv2d constructor from StoredWeights ([out, in] weights).
+  Linear(const StoredWeights& weights, const float* bias, int in, int out, Precision precision);
+  StoredWeights stored_weights() const;  // as Conv2d::stored_weights
   ~Linear();
   Linear(Linear&&) noexcept;
   Linear& operator=(Linear&&) noexcept;

@@ -9,11 +9,13 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "io/packed_model.h"
 #include "io/safetensors.h"
 #include "lcmd/engine.h"
 #include "models/ldm_names.h"
 #include "models/lora.h"
 #include "ops/ops.h"
+#include "pipeline/pack.h"
 #include "pipeline/precision.h"
 #include "pipeline/random_model.h"
 #include "pipeline/txt2img.h"
@@ -62,8 +64,10 @@ std::string describe_weights(const std::string& name, const std::filesystem::pat
 
 class EngineImpl final : public Engine {
  public:
-  EngineImpl(std::unique_ptr<Txt2ImgPipeline> pipeline, const EngineOptions& options, const PipelinePrecision& precision)
-      : pipeline_(std::move(pipeline)), precision_(precision) {
+  // `weights_file`: a packed model whose mapping the layers use in place (kept open while they live).
+  EngineImpl(std::unique_ptr<Txt2ImgPipeline> pipeline, const EngineOptions& options, const PipelinePrecision& precision,
+             std::shared_ptr<const PackedModelFile> weights_file = nullptr)
+      : weights_file_(std::move(weights_file)), pipeline_(std::move(pipeline)), precision_(precision) {
     pipeline_->set_text_cache(options.text_cache_entries, options.text_cache_bytes);
     // TAESD runs fp32: bf16 is no faster at its 64-channel width, and fp32 matches diffusers.
     if (!options.taesd_dir.empty()) pipeline_->load_taesd(options.taesd_dir, Precision::FP32);
@@ -88,6 +92,7 @@ class EngineImpl final : public Engine {
     return (static_cast<uint64_t>(rd()) << 32 | rd()) >> 1;  // 63 bits: fits every JSON reader's integer
   }
 
+  std::shared_ptr<const PackedModelFile> weights_file_;  // declared first: outlives the pipeline
   std::unique_ptr<Txt2ImgPipeline> pipeline_;
   PipelinePrecision precision_;
   mutable std::mutex mutex_;
@@ -143,12 +148,50 @@ std::string describe_single_file(const std::filesystem::path& path, const Engine
   return os.str();
 }
 
+// The packed file's header: where it came from, what each component holds, its configs.
+std::string describe_packed(const std::filesystem::path& path) {
+  const PackedModelFile f = PackedModelFile::open(path);
+  const nlohmann::json& h = f.header();
+  std::ostringstream os;
+  os << "model: " << path.string() << " (lcmd packed model, format version " << h.value("version", 0) << ", "
+     << f.data_bytes() << " bytes of data; packed by " << h.value("created_by", "?") << " from "
+     << h.value("source", "?") << ", dtype " << h.value("dtype", "?") << ")\n";
+  if (h.contains("loras") && h["loras"].is_array() && !h["loras"].empty()) os << "merged LoRAs: " << h["loras"].dump() << "\n";
+  for (const char* component : {"text_encoder", "unet", "vae"}) {
+    const std::string prefix = std::string(component) + ".";
+    int64_t tensors = 0, params = 0;
+    std::map<std::string, int64_t> by_dtype;
+    for (const PackedTensor& t : f.tensors()) {
+      if (!t.name.starts_with(prefix)) continue;
+      ++tensors;
+      params += shape_numel(t.shape);
+      by_dtype[dtype_name(t.dtype)] += shape_numel(t.shape);
+    }
+    os << component << ": " << tensors << " tensors, parameters: " << params << " (";
+    bool first = true;
+    for (const auto& [dtype, n] : by_dtype) os << (first ? "" : ", ") << dtype << " " << n, first = false;
+    os << ")\n  config: " << f.config(component).dump() << "\n";
+  }
+  os << "scheduler: " << f.config("scheduler").dump() << "\n";
+  os << "data sha256: " << h["data_sha256"].get<std::string>() << " (lcmd info --verify checks it)\n";
+  return os.str();
+}
+
 }  // namespace
+
+void verify_model(const std::filesystem::path& model) {
+  if (detect_model_layout(model) != ModelLayout::Packed)
+    throw InputError(model.string() + ": --verify checks packed models (`lcmd pack`); this is not one");
+  PackedModelFile::open(model).verify_data();
+}
 
 std::string describe_model(const std::filesystem::path& model, const EngineOptions& options) {
   std::ostringstream os;
-  if (detect_model_layout(model) == ModelLayout::SingleFile) {
+  const ModelLayout layout = detect_model_layout(model);
+  if (layout == ModelLayout::SingleFile) {
     os << describe_single_file(model, options);
+  } else if (layout == ModelLayout::Packed) {
+    os << describe_packed(model);
   } else {
     const ModelFolder folder = ModelFolder::locate(model);
     os << "model: " << folder.root.string() << " (" << (folder.pipeline_class.empty() ? "diffusers folder" : folder.pipeline_class)
@@ -159,9 +202,11 @@ std::string describe_model(const std::filesystem::path& model, const EngineOptio
     os << "scheduler: " << read_json_file(folder.scheduler_config).dump() << "\n";
   }
   os << describe_loras(options.loras);
-  const std::filesystem::path tokenizer_dir = locate_tokenizer(model, options.tokenizer_dir, options.config_dir);
-  const ClipTokenizer tokenizer = ClipTokenizer::from_dir(tokenizer_dir);
-  os << "tokenizer: " << tokenizer_dir.string() << " (vocabulary " << tokenizer.vocab_size() << ", max length "
+  const ClipTokenizer tokenizer = load_model_tokenizer(model, options.tokenizer_dir, options.config_dir);
+  const std::string tokenizer_origin = layout == ModelLayout::Packed && options.tokenizer_dir.empty()
+                                           ? "embedded"
+                                           : locate_tokenizer(model, options.tokenizer_dir, options.config_dir).string();
+  os << "tokenizer: " << tokenizer_origin << " (vocabulary " << tokenizer.vocab_size() << ", max length "
      << tokenizer.max_length() << ")\n";
   const CpuInfo& cpu = cpu_info();
   os << "cpu: " << cpu.model << " (" << cpu.threads << " threads; " << cpu.features() << ")\n";
@@ -173,11 +218,21 @@ std::string describe_model(const std::filesystem::path& model, const EngineOptio
 std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model, const EngineOptions& options) {
   validate_options(options);
   const PipelinePrecision precision = prepare(options);
-  std::unique_ptr<Txt2ImgPipeline> pipeline =
-      detect_model_layout(model) == ModelLayout::SingleFile
-          ? Txt2ImgPipeline::from_single_file(model, options.tokenizer_dir, options.config_dir, precision, options.loras)
-          : Txt2ImgPipeline::from_folder(ModelFolder::locate(model), precision, options.loras);
-  return std::make_unique<EngineImpl>(std::move(pipeline), options, precision);
+  std::unique_ptr<Txt2ImgPipeline> pipeline;
+  std::shared_ptr<const PackedModelFile> packed;
+  switch (detect_model_layout(model)) {
+    case ModelLayout::SingleFile:
+      pipeline = Txt2ImgPipeline::from_single_file(model, options.tokenizer_dir, options.config_dir, precision, options.loras);
+      break;
+    case ModelLayout::Packed:
+      packed = std::make_shared<const PackedModelFile>(PackedModelFile::open(model));
+      pipeline = Txt2ImgPipeline::from_parts(ModelParts::from_packed(*packed), precision, options.loras);
+      break;
+    case ModelLayout::DiffusersFolder:
+      pipeline = Txt2ImgPipeline::from_folder(ModelFolder::locate(model), precision, options.loras);
+      break;
+  }
+  return std::make_unique<EngineImpl>(std::move(pipeline), options, precision, std::move(packed));
 }
 
 std::unique_ptr<Engine> Engine::load_random(const std::filesystem::path& configs_dir,

@@ -3,6 +3,7 @@
 #include "pipeline/random_model.h"
 
 #include <chrono>
+#include <cmath>
 
 #include "core/error.h"
 #include "image/png.h"
@@ -40,6 +41,17 @@ std::unique_ptr<Txt2ImgPipeline> build_with_loras(ClipTokenizer tokenizer, const
                                                     merged_unet, vae_config, vae, scheduler_config, precision);
   loras->check_all_applied();
   return pipeline;
+}
+
+// Weights holding NaN or Inf give non-finite activations; instead of writing a black or noise
+// image, the run stops at the first component whose output shows it ("reported at first use").
+// One pass over a small tensor (text embedding, latents, image): nothing next to the model.
+void check_finite(const Tensor& output, const std::string& component, const std::string& what) {
+  const float* values = output.data();
+  for (int64_t i = 0, n = output.numel(); i < n; ++i)
+    if (!std::isfinite(values[i]))
+      throw ModelError(component + ": " + what + " contains NaN or Inf; the " + component +
+                       " weights may contain NaN/Inf values");
 }
 
 // [a; b] along the batch dimension.
@@ -84,17 +96,15 @@ Txt2ImgPipeline::Txt2ImgPipeline(ClipTokenizer tokenizer, const ClipTextConfig& 
   release_cached_memory();  // the float32 copies the weights were packed from
 }
 
+std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_parts(const ModelParts& p, const PipelinePrecision& precision,
+                                                             const std::vector<LoraSpec>& loras) {
+  return build_with_loras(p.tokenizer(), p.text, *p.text_weights, p.unet, *p.unet_weights, p.vae, *p.vae_weights,
+                          p.scheduler, precision, loras);
+}
+
 std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_folder(const ModelFolder& f, const PipelinePrecision& precision,
                                                               const std::vector<LoraSpec>& loras) {
-  const auto text_config = ClipTextConfig::from_json(read_json_file(f.text_encoder_config), f.text_encoder_config.string());
-  const auto unet_config = UNetConfig::from_json(read_json_file(f.unet_config), f.unet_config.string());
-  const auto vae_config = VaeConfig::from_json(read_json_file(f.vae_config), f.vae_config.string());
-  const auto scheduler_config = LcmSchedulerConfig::from_file(f.scheduler_config);
-  ClipTokenizer tokenizer = ClipTokenizer::from_dir(f.tokenizer_dir);
-  // The weight files stay mapped only while the models pack their parameters.
-  const SafetensorsSource text(f.text_encoder_weights), unet(f.unet_weights), vae(f.vae_weights);
-  return build_with_loras(std::move(tokenizer), text_config, text, unet_config, unet, vae_config, vae, scheduler_config,
-                          precision, loras);
+  return from_parts(ModelParts::from_folder(f), precision, loras);
 }
 
 std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_single_file(const std::filesystem::path& file,
@@ -102,15 +112,7 @@ std::unique_ptr<Txt2ImgPipeline> Txt2ImgPipeline::from_single_file(const std::fi
                                                                    const std::filesystem::path& config_dir,
                                                                    const PipelinePrecision& precision,
                                                                    const std::vector<LoraSpec>& loras) {
-  refuse_pickle_file(file);
-  ClipTokenizer tokenizer = ClipTokenizer::from_dir(locate_tokenizer(file, tokenizer_dir, config_dir));
-  // Mapped only while the models pack their parameters, like a folder's files.
-  const SafetensorsSource stored(file);
-  const LdmConfigs c = infer_ldm_configs(stored.file(), config_dir);
-  const RenamingSource text = ldm_text_source(stored);
-  const RenamingSource unet = ldm_unet_source(stored, c.unet);
-  const RenamingSource vae = ldm_vae_source(stored, c.vae);
-  return build_with_loras(std::move(tokenizer), c.text, text, c.unet, unet, c.vae, vae, c.scheduler, precision, loras);
+  return from_parts(ModelParts::from_single_file(file, tokenizer_dir, config_dir), precision, loras);
 }
 
 bool Txt2ImgPipeline::uses_classifier_free_guidance(double guidance_scale) const {
@@ -122,6 +124,7 @@ Tensor Txt2ImgPipeline::encode_text(const std::vector<int32_t>& ids, bool* cache
   *cached = hit.has_value();
   if (hit) return *hit;
   Tensor embeds = text_encoder_.forward({ids});
+  check_finite(embeds, "text_encoder", "the prompt embedding");  // before it can be cached
   if (text_cache_) text_cache_->put(ids, embeds);
   return embeds;
 }
@@ -186,6 +189,8 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
     const Tensor sample = guided ? concat_batch(latents, latents) : latents;  // the same t for both halves
     const Tensor unet_output =
         to_nchw(unet_.forward(to_nhwc(sample), timesteps[i], context, w_embedding.empty() ? nullptr : &w_embedding));
+    check_finite(unet_output, "unet",
+                 "the output of denoising step " + std::to_string(i + 1) + " of " + std::to_string(timesteps.size()));
     const Tensor model_pred = guided ? apply_guidance(unet_output, static_cast<float>(request.guidance_scale)) : unet_output;
     scheduler_.step(model_pred.data(), static_cast<int>(i), timesteps, latents.data(), denoised.data(),
                     static_cast<size_t>(latents.numel()), generator);
@@ -214,6 +219,7 @@ GenerateResult Txt2ImgPipeline::run(const GenerateRequest& request, uint64_t see
   const float scaling = tiny ? taesd_->config().scaling_factor : vae_.config().scaling_factor;
   for (int64_t i = 0; i < denoised.numel(); ++i) vae_input.data()[i] = denoised.data()[i] / scaling;
   const Tensor decoded = tiny ? taesd_->forward(to_nhwc(vae_input)) : vae_.forward(to_nhwc(vae_input));
+  check_finite(decoded, tiny ? "taesd" : "vae", "the decoded image");
   result.rgb = to_rgb8(decoded);
   timings.vae_decode_ms = ms_since(t0);
   timings.vae_decode_gmac = gmac_since(macs0);

@@ -15,6 +15,7 @@
 #include "models/taesd.h"
 #include "models/vae.h"
 #include "pipeline/embedding_cache.h"
+#include "pipeline/model_parts.h"
 #include "sched/lcm_scheduler.h"
 #include "text/tokenizer.h"
 
@@ -52,6 +53,9 @@ class Txt2ImgPipeline {
                   const WeightSource& vae_weights, const LcmSchedulerConfig& scheduler_config,
                   const PipelinePrecision& precision = {});
 
+  // Builds the models from a model's parts (see model_parts.h), merging the LoRAs.
+  static std::unique_ptr<Txt2ImgPipeline> from_parts(const ModelParts& parts, const PipelinePrecision& precision = {},
+                                                     const std::vector<LoraSpec>& loras = {});
   // Reads a diffusers folder (ModelError names what is missing or wrong), merging the LoRAs.
   static std::unique_ptr<Txt2ImgPipeline> from_folder(const ModelFolder& folder, const PipelinePrecision& precision = {},
                                                       const std::vector<LoraSpec>& loras = {});

@@ -15,6 +15,8 @@ namespace lcmd {
 
 namespace {
 
+constexpr int kMaxTrainTimesteps = 100000;
+
 // ---------------------------------------------------------------- config parsing
 
 [[noreturn]] void config_error(const std::string& source, const std::string& field, const std::string& what) {
@@ -84,8 +86,11 @@ void read_trained_betas(const nlohmann::json& j, const std::string& source, std:
 }
 
 void validate(const LcmSchedulerConfig& c, const std::string& source) {
-  if (c.num_train_timesteps < 1)
-    config_error(source, "num_train_timesteps", "must be >= 1, got " + std::to_string(c.num_train_timesteps));
+  // SD's schedulers train on 1000 steps; the bound keeps a hostile config from allocating GBs.
+  if (c.num_train_timesteps < 1 || c.num_train_timesteps > kMaxTrainTimesteps)
+    config_error(source, "num_train_timesteps",
+                 "must be between 1 and " + std::to_string(kMaxTrainTimesteps) + ", got " +
+                     std::to_string(c.num_train_timesteps));
   if (c.original_inference_steps < 1 || c.original_inference_steps > c.num_train_timesteps)
     config_error(source, "original_inference_steps",
                  "must be between 1 and num_train_timesteps (" + std::to_string(c.num_train_timesteps) + "), got " +

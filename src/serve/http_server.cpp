@@ -7,9 +7,11 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <optional>
 #include <thread>
 
+#include "serve/bearer_auth.h"
 #include "serve/connection_probe.h"
 #include "serve/generation_queue.h"
 #include "serve/httplib_include.h"
@@ -35,6 +37,9 @@ struct RequestRecord {
   std::optional<GenerateOutcome> outcome;  // its png dropped
   std::string error_type;
   bool counted = false;  // already in the metrics
+  // Set when the server has an API key and the request lacks it: whatever route it names is
+  // answered 401, after its body has been read (see HttpServer::Impl::check_credentials).
+  std::optional<BearerAuth::Verdict> refused;
 };
 thread_local RequestRecord t_record;
 
@@ -47,11 +52,36 @@ std::string endpoint_label(const std::string& path) {
   return "other";
 }
 
+ApiError unauthorized(BearerAuth::Verdict verdict) {
+  return ApiError(401, "authentication_error",
+                  verdict == BearerAuth::Verdict::MissingCredentials
+                      ? "this server needs an API key: send the header 'Authorization: Bearer KEY'"
+                      : "the API key is not valid (send the header 'Authorization: Bearer KEY')");
+}
+
 void write_error(httplib::Response& res, const ApiError& error) {
   res.status = error.status();
   res.set_content(error_response_json(error), "application/json");
   if (error.retry_after_seconds) res.set_header("Retry-After", std::to_string(*error.retry_after_seconds));
   t_record.error_type = error.type();
+}
+
+void write_unauthorized(httplib::Response& res, BearerAuth::Verdict verdict) {
+  res.headers.erase("Allow");
+  res.set_header("WWW-Authenticate", verdict == BearerAuth::Verdict::MissingCredentials
+                                         ? R"(Bearer realm="lcmd")"
+                                         : R"(Bearer realm="lcmd", error="invalid_token")");
+  write_error(res, unauthorized(verdict));
+}
+
+using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+
+// A route handler that runs only for requests that passed the API key check.
+Handler authenticated(Handler handler) {
+  return [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+    if (t_record.refused) return write_unauthorized(res, *t_record.refused);
+    handler(req, res);
+  };
 }
 
 // The error for a response cpp-httplib produced itself (no handler ran, or it refused).
@@ -90,9 +120,13 @@ GenerateOutcome without_image(GenerateOutcome outcome) {
 
 struct HttpServer::Impl {
   Impl(ImageService& service, const HttpServerOptions& options)
-      : service(service), options(options), queue(service, options.max_queue) {}
+      : service(service), options(options), auth(options.api_key), queue(service, options.max_queue) {}
 
   void install_routes();
+  // Notes in t_record whether the request lacks the API key. The answer (401) comes from the
+  // route handler or the error handler, after cpp-httplib has read the request body: answered
+  // from the pre-routing hook, an unread body would be parsed as the next request.
+  void check_credentials(const httplib::Request& req) const;
   void handle_generation(const httplib::Request& req, httplib::Response& res, Api api);
   void write_outcome(const httplib::Request& req, httplib::Response& res, const GenerateOutcome& outcome, Api api);
   void count_request(const httplib::Request& req, const httplib::Response& res);
@@ -101,6 +135,7 @@ struct HttpServer::Impl {
 
   ImageService& service;
   HttpServerOptions options;
+  BearerAuth auth;
   GenerationQueue queue;
   ServerMetrics metrics;
   Listener server;
@@ -111,27 +146,34 @@ struct HttpServer::Impl {
 };
 
 void HttpServer::Impl::install_routes() {
-  server.Post("/v1/generate", [this](const httplib::Request& req, httplib::Response& res) {
+  server.Post("/v1/generate", authenticated([this](const httplib::Request& req, httplib::Response& res) {
     handle_generation(req, res, Api::Native);
-  });
-  server.Post("/v1/images/generations", [this](const httplib::Request& req, httplib::Response& res) {
+  }));
+  server.Post("/v1/images/generations", authenticated([this](const httplib::Request& req, httplib::Response& res) {
     handle_generation(req, res, Api::OpenAi);
-  });
+  }));
   server.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
     if (draining) return write_error(res, shutting_down("the server is shutting down"));
     res.set_content(R"({"status":"ok"})", "application/json");
   });
-  server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  server.Get("/metrics", authenticated([this](const httplib::Request&, httplib::Response& res) {
     res.set_content(render_metrics(), "text/plain; version=0.0.4");
-  });
-  server.Get("/v1/(generate|images/generations)", [](const httplib::Request& req, httplib::Response& res) {
-    res.set_header("Allow", "POST");
-    write_error(res, method_not_allowed(req.path + " takes POST"));
-  });
-  server.Post("/(healthz|metrics)", [](const httplib::Request& req, httplib::Response& res) {
-    res.set_header("Allow", "GET");
-    write_error(res, method_not_allowed(req.path + " takes GET"));
-  });
+  }));
+  server.Get("/v1/(generate|images/generations)",
+             authenticated([](const httplib::Request& req, httplib::Response& res) {
+               res.set_header("Allow", "POST");
+               write_error(res, method_not_allowed(req.path + " takes POST"));
+             }));
+  server.Post("/(healthz|metrics)", authenticated([](const httplib::Request& req, httplib::Response& res) {
+                res.set_header("Allow", "GET");
+                write_error(res, method_not_allowed(req.path + " takes GET"));
+              }));
+}
+
+void HttpServer::Impl::check_credentials(const httplib::Request& req) const {
+  if (req.path == "/healthz") return;  // liveness probes carry no credentials
+  const BearerAuth::Verdict verdict = auth.check(req.get_header_value("Authorization"));
+  if (verdict != BearerAuth::Verdict::Allowed) t_record.refused = verdict;
 }
 
 void HttpServer::Impl::handle_generation(const httplib::Request& req, httplib::Response& res, Api api) {
@@ -194,8 +236,12 @@ void HttpServer::Impl::log_request(const httplib::Request& req, const httplib::R
                {"status", res.status},
                {"duration_ms", std::round(seconds * 1e6) / 1e3}};
   if (!record.error_type.empty()) line["error_type"] = record.error_type;
-  if (record.request) {  // never the prompt itself: it may be private
+  if (record.request) {  // the prompt itself only when asked for (--log-prompts): it may be private
     line["prompt_bytes"] = record.request->prompt.size();
+    if (options.log_prompts) {
+      line["prompt"] = record.request->prompt;
+      line["negative_prompt"] = record.request->negative_prompt;
+    }
     line["width"] = record.request->width;
     line["height"] = record.request->height;
     line["steps"] = record.request->steps;
@@ -239,14 +285,19 @@ HttpServer::HttpServer(ImageService& service, const HttpServerOptions& options)
   server.set_read_timeout(options.read_timeout_seconds, 0);
   server.set_write_timeout(options.write_timeout_seconds, 0);
   server.set_keep_alive_timeout(options.keep_alive_seconds);
-  server.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_record = {};
     t_record.start = std::chrono::steady_clock::now();
+    impl_->check_credentials(req);
     return httplib::Server::HandlerResponse::Unhandled;
   });
   const size_t max_body = options.max_body_bytes;
   server.set_error_handler(
       httplib::Server::HandlerWithResponse([max_body](const httplib::Request& req, httplib::Response& res) {
+        if (t_record.refused && res.status != kClientClosedRequest) {  // unknown routes, oversized bodies
+          write_unauthorized(res, *t_record.refused);
+          return httplib::Server::HandlerResponse::Handled;
+        }
         if (!res.body.empty() || res.status == kClientClosedRequest) return httplib::Server::HandlerResponse::Unhandled;
         write_error(res, error_for_status(res.status, req, max_body));
         return httplib::Server::HandlerResponse::Handled;
@@ -260,8 +311,13 @@ HttpServer::HttpServer(ImageService& service, const HttpServerOptions& options)
       write_error(res, internal_error("unknown failure"));
     }
   });
-  server.set_post_routing_handler(
-      [this](const httplib::Request& req, httplib::Response& res) { impl_->count_request(req, res); });
+  server.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    // Every response, cpp-httplib's own errors included: a declared type that browsers must
+    // not second-guess (no sniffing a JSON error into HTML).
+    if (!res.has_header("Content-Type")) res.set_header("Content-Type", "application/json");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    impl_->count_request(req, res);
+  });
   server.set_logger(
       [this](const httplib::Request& req, const httplib::Response& res) { impl_->log_request(req, res); });
   impl_->install_routes();

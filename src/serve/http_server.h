@@ -1,8 +1,10 @@
 // `lcmd serve`: the HTTP front end (cpp-httplib). Routes:
 //   POST /v1/generate               the native schema (request.h); "Accept: image/png" → raw PNG
 //   POST /v1/images/generations     OpenAI Images API compatible (b64_json only)
-//   GET  /healthz                   200 {"status":"ok"} (503 while shutting down)
+//   GET  /healthz                   200 {"status":"ok"} (503 while shutting down); never needs the key
 //   GET  /metrics                   Prometheus text format
+// With an API key, every other request needs "Authorization: Bearer KEY" (401 otherwise). Every
+// response carries a Content-Type and "X-Content-Type-Options: nosniff".
 // One generation runs at a time; others wait in a bounded FIFO queue (429 + Retry-After past
 // the bound); a client that disconnects while queued is dropped. Request bodies are capped
 // (413), reads and writes time out, and shutdown() drains: the running request finishes,
@@ -24,6 +26,9 @@ struct HttpServerOptions {
   int write_timeout_seconds = 30;  // per write while sending the response
   int keep_alive_seconds = 5;      // idle time before a kept-alive connection is closed
   size_t connection_threads = 8;   // connections served at once besides the queued ones
+  // When set, every route but GET /healthz needs "Authorization: Bearer <api_key>" (else 401).
+  std::string api_key;
+  bool log_prompts = false;  // request log lines carry the prompts (off: only their length)
 };
 
 class HttpServer {

@@ -209,7 +209,7 @@ GenerateOutcome LambdaHandler::run(const GenerateRequest& request, const Invocat
 
 std::string invocation_log_line(const Invocation& invocation, const LambdaReply& reply, double latency_ms,
                                 const std::string& function_name, const std::string& metrics_namespace,
-                                int64_t timestamp_unix_ms) {
+                                int64_t timestamp_unix_ms, bool log_prompts) {
   json line = {{"level", reply.status < 500 ? "info" : "error"},
                {"message", "invocation"},
                {"request_id", invocation.request_id},
@@ -219,6 +219,10 @@ std::string invocation_log_line(const Invocation& invocation, const LambdaReply&
   if (!reply.error_type.empty()) line["error_type"] = reply.error_type;
   if (reply.request) {
     line["prompt_bytes"] = reply.request->prompt.size();
+    if (log_prompts) {
+      line["prompt"] = reply.request->prompt;
+      line["negative_prompt"] = reply.request->negative_prompt;
+    }
     line["width"] = reply.request->width;
     line["height"] = reply.request->height;
     line["steps"] = reply.request->steps;

@@ -61,10 +61,11 @@ class LambdaHandler {
 };
 
 // The invocation's log line: one JSON object that is both the request log (request id,
-// prompt length but never the prompt, size, steps, seed, stage timings, peak RSS) and a
-// CloudWatch Embedded Metric Format record (latency and stage times as metrics).
+// prompt length, size, steps, seed, stage timings, peak RSS) and a CloudWatch Embedded Metric
+// Format record (latency and stage times as metrics). The prompts themselves only with
+// log_prompts (LCMD_LOG_PROMPTS=1): they may be private.
 std::string invocation_log_line(const Invocation& invocation, const LambdaReply& reply, double latency_ms,
                                 const std::string& function_name, const std::string& metrics_namespace,
-                                int64_t timestamp_unix_ms);
+                                int64_t timestamp_unix_ms, bool log_prompts = false);
 
 }  // namespace lcmd::serve

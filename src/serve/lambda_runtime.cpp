@@ -1,15 +1,19 @@
 #include "serve/lambda_runtime.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <signal.h>
 
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 
@@ -21,8 +25,9 @@ namespace {
 
 constexpr const char* kApiVersion = "/2018-06-01";
 
-// The connection itself failed (refused, reset, DNS); worth another try.
-class TransportFailure : public std::runtime_error {
+// The connection failed (refused, reset, closed without an answer) or the API answered 5xx:
+// worth another try.
+class RetryableFailure : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -98,10 +103,13 @@ RuntimeApiClient::Reply RuntimeApiClient::perform(const std::string& method, con
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, header_list);
   const CURLcode code = curl_easy_perform(curl);
   curl_slist_free_all(header_list);
-  if (code != CURLE_OK) throw TransportFailure(method + " " + url + ": " + curl_easy_strerror(code));
+  if (code != CURLE_OK) throw RetryableFailure(method + " " + url + ": " + curl_easy_strerror(code));
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.status);
-  if (reply.status >= 500)  // the API's "container error": a non-recoverable state
-    throw RuntimeApiError(method + " " + url + " answered HTTP " + std::to_string(reply.status) + ": " + reply.body);
+  // 500 is the API's "container error"; a transient fault of the local endpoint looks the
+  // same, so it is retried a few times before the runtime exits.
+  if (reply.status >= 500)
+    throw RetryableFailure(method + " " + url + " answered HTTP " + std::to_string(reply.status) + ": " +
+                           reply.body.substr(0, 200));
   return reply;
 }
 
@@ -112,7 +120,7 @@ RuntimeApiClient::Reply RuntimeApiClient::perform_with_retries(const std::string
   for (int attempt = 1;; ++attempt) {
     try {
       return perform(method, path, body, headers);
-    } catch (const TransportFailure& e) {
+    } catch (const RetryableFailure& e) {
       if (attempt >= retry_.attempts)
         throw RuntimeApiError(std::string("the Runtime API failed ") + std::to_string(attempt) + " times: " + e.what());
       std::this_thread::sleep_for(backoff);
@@ -149,19 +157,19 @@ Invocation RuntimeApiClient::next() {
   return invocation;
 }
 
-bool RuntimeApiClient::post_response(const std::string& request_id, const std::string& body,
+long RuntimeApiClient::post_response(const std::string& request_id, const std::string& body,
                                      const std::string& content_type) {
   const Reply reply = perform_with_retries("POST", "/runtime/invocation/" + request_id + "/response", body,
                                            {"Content-Type: " + content_type});
-  return reply.status == 202;
+  return reply.status;
 }
 
-bool RuntimeApiClient::post_error(const std::string& request_id, const std::string& error_type,
+long RuntimeApiClient::post_error(const std::string& request_id, const std::string& error_type,
                                   const std::string& error_json) {
   const Reply reply =
       perform_with_retries("POST", "/runtime/invocation/" + request_id + "/error", error_json,
                            {"Content-Type: application/json", "Lambda-Runtime-Function-Error-Type: " + error_type});
-  return reply.status == 202;
+  return reply.status;
 }
 
 void RuntimeApiClient::post_init_error(const std::string& error_type, const std::string& message) {
@@ -173,14 +181,28 @@ void RuntimeApiClient::post_init_error(const std::string& error_type, const std:
 
 namespace {
 
-// Posts the reply; a reply the Runtime API refuses (e.g. 413 past its payload limit) is
-// replaced by a function error so the caller is not left waiting for the timeout.
+constexpr long kAccepted = 202;
+constexpr long kTooLarge = 413;
+
+// A reply the Runtime API did not take for a reason other than its size (e.g. 400: the id was
+// answered already, by a post whose acknowledgement was lost and which was then retried).
+void log_refused_reply(const Invocation& invocation, const char* kind, long status) {
+  if (status == kAccepted) return;
+  log_line({{"level", "warning"},
+            {"message", std::string("the Runtime API refused the ") + kind},
+            {"request_id", invocation.request_id},
+            {"status", status}});
+}
+
+// Posts the reply; a response the Runtime API refuses as too large (413, past its payload
+// limit) is replaced by a function error so the caller is not left waiting for the timeout.
 void post_reply(RuntimeApiClient& api, const Invocation& invocation, LambdaReply& reply) {
   if (reply.function_error) {
-    api.post_error(invocation.request_id, reply.error_type, reply.payload);
+    log_refused_reply(invocation, "error", api.post_error(invocation.request_id, reply.error_type, reply.payload));
     return;
   }
-  if (api.post_response(invocation.request_id, reply.payload, "application/json")) return;
+  const long status = api.post_response(invocation.request_id, reply.payload, "application/json");
+  if (status != kTooLarge) return log_refused_reply(invocation, "response", status);
   reply.function_error = true;
   reply.error_type = "payload_too_large";
   reply.status = 413;
@@ -188,7 +210,7 @@ void post_reply(RuntimeApiClient& api, const Invocation& invocation, LambdaReply
                         "the Runtime API refused the response (" + std::to_string(reply.payload.size()) + " bytes)"},
                        {"errorType", reply.error_type}}
                       .dump();
-  api.post_error(invocation.request_id, reply.error_type, reply.payload);
+  log_refused_reply(invocation, "error", api.post_error(invocation.request_id, reply.error_type, reply.payload));
 }
 
 std::unique_ptr<ImageService> initialise(const LambdaOptions& options, RuntimeApiClient& api) {
@@ -213,6 +235,44 @@ std::unique_ptr<ImageService> initialise(const LambdaOptions& options, RuntimeAp
 
 }  // namespace
 
+GenerationThread::GenerationThread() : thread_([this] { work(); }) {}
+
+GenerationThread::~GenerationThread() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void GenerationThread::run(const std::function<void()>& job) {
+  // Shared with the worker so that it may still hold the task when this call returns.
+  auto task = std::make_shared<std::packaged_task<void()>>(job);
+  std::future<void> done = task->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_ = [task] { (*task)(); };
+  }
+  changed_.notify_all();
+  done.get();  // rethrows what the job threw
+}
+
+void GenerationThread::work() {
+  // The OpenMP team this thread starts is cloned from it and inherits the name: `top -H` and
+  // gdb show which threads generate.
+  pthread_setname_np(pthread_self(), kGenerationThreadName);
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [&] { return stopping_ || pending_; });
+    if (!pending_) return;  // stopping, nothing left to run
+    const std::function<void()> job = std::exchange(pending_, nullptr);
+    lock.unlock();
+    job();
+    lock.lock();
+  }
+}
+
 int run_lambda(const LambdaOptions& options) {
   signal(SIGPIPE, SIG_IGN);  // a closed Runtime API connection is an error to handle, not a kill
   try {
@@ -220,20 +280,35 @@ int run_lambda(const LambdaOptions& options) {
     const std::unique_ptr<ImageService> service = initialise(options, api);
     if (!service) return 1;
     LambdaHandler handler(*service, options.settings);
+    // Invocations are generated on a second long-lived thread, as `lcmd serve` generates on its
+    // queue's worker, not on the main thread that loaded the engine. libgomp spins 300k
+    // iterations (~3 ms by its estimate, up to ~20 ms on CPUs with a slow `pause`) in every
+    // barrier and between parallel regions, unless it manages more threads than there are
+    // CPUs: then it spins 100. The main thread's OpenMP team (started by Engine::load) plus this
+    // thread's own team make 2*threads-1 managed threads, more than the CPUs when threads is
+    // the CPU count (the default), as in the server. With the main thread as the only master,
+    // on CPUs shared with other processes, its two threads spun while the other waited for a
+    // CPU: 0.3-0.9 s of CPU and 5-30x the server's latency per 64x64 invocation.
+    // Created after the engine loaded, so it inherits the main thread's denormal flushing.
+    GenerationThread generation_thread;
     for (;;) {
       const Invocation invocation = api.next();
       const auto start = std::chrono::steady_clock::now();
-      LambdaReply reply = handler.handle(invocation);
+      LambdaReply reply;
+      generation_thread.run([&] { reply = handler.handle(invocation); });
       post_reply(api, invocation, reply);
       const double latency_ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       const std::string line = invocation_log_line(invocation, reply, latency_ms, options.function_name,
-                                                   options.metrics_namespace, unix_now_ms());
+                                                   options.metrics_namespace, unix_now_ms(), options.log_prompts);
       std::fwrite((line + "\n").data(), 1, line.size() + 1, stdout);
       std::fflush(stdout);
     }
   } catch (const RuntimeApiError& e) {
-    log_line({{"level", "error"}, {"message", "runtime API failed; exiting"}, {"error", e.what()}});
+    // Exiting is the documented way out: Lambda then starts a fresh execution environment.
+    log_line({{"level", "error"},
+              {"message", "runtime API failed; exiting so that Lambda restarts the execution environment"},
+              {"error", e.what()}});
     return 1;
   }
 }

@@ -4,10 +4,14 @@
 // .../error, forever.
 #pragma once
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lcmd/engine.h"
@@ -23,9 +27,12 @@ class RuntimeApiError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Every call is retried when the connection fails (refused, reset, closed without an answer)
+// or the API answers 5xx; after `attempts` tries the runtime gives up (RuntimeApiError) and
+// exits, so that Lambda replaces the execution environment.
 struct RetryPolicy {
-  int attempts = 5;                              // tries per call for connection failures
-  std::chrono::milliseconds first_backoff{100};  // doubled after each failed try
+  int attempts = 5;                             // tries per call
+  std::chrono::milliseconds first_backoff{50};  // doubled after each failed try: 50+100+200+400 ms
 };
 
 class RuntimeApiClient {
@@ -38,9 +45,10 @@ class RuntimeApiClient {
 
   // Blocks (no timeout: Lambda may freeze the process while it waits) until an event comes.
   Invocation next();
-  // False when the Runtime API refused the reply (e.g. 413 too large, 400 unknown id).
-  bool post_response(const std::string& request_id, const std::string& body, const std::string& content_type);
-  bool post_error(const std::string& request_id, const std::string& error_type, const std::string& error_json);
+  // The Runtime API's status for the reply: 202 accepted; 413 too large; 400 an unknown or
+  // already answered id (e.g. a retry of a post whose answer was lost).
+  long post_response(const std::string& request_id, const std::string& body, const std::string& content_type);
+  long post_error(const std::string& request_id, const std::string& error_type, const std::string& error_json);
   void post_init_error(const std::string& error_type, const std::string& message);
 
  private:
@@ -59,6 +67,32 @@ class RuntimeApiClient {
   void* curl_;  // one CURL easy handle for every call, so the connection is reused
 };
 
+// The name of GenerationThread's thread (and of the OpenMP threads it starts), as
+// /proc/PID/task/TID/comm shows it.
+inline constexpr const char* kGenerationThreadName = "lcmd-generate";
+
+// One long-lived thread that runs the jobs given to run(), one at a time, while the caller
+// waits. The runtime generates on it rather than on the main thread (see run_lambda).
+class GenerationThread {
+ public:
+  GenerationThread();
+  ~GenerationThread();  // joins the thread
+  GenerationThread(const GenerationThread&) = delete;
+  GenerationThread& operator=(const GenerationThread&) = delete;
+
+  // Runs `job` on the thread and returns when it has finished; rethrows what it threw.
+  void run(const std::function<void()>& job);
+
+ private:
+  void work();
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::function<void()> pending_;
+  bool stopping_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 struct LambdaOptions {
   std::string runtime_api;          // AWS_LAMBDA_RUNTIME_API
   std::filesystem::path model_dir;  // LCMD_MODEL, default /opt/sd_model
@@ -68,6 +102,7 @@ struct LambdaOptions {
   std::string function_name;  // AWS_LAMBDA_FUNCTION_NAME, the metrics dimension
   std::string metrics_namespace = "lcmd";
   RetryPolicy retry;
+  bool log_prompts = false;  // LCMD_LOG_PROMPTS: the prompts in the invocation log lines
 };
 
 // Runs the runtime until the Runtime API fails. Returns the process exit code: 1 after an

@@ -43,8 +43,7 @@ std::string read_file(const fs::path& path, std::string_view what) {
   return contents.str();
 }
 
-nlohmann::json read_json(const fs::path& path, std::string_view what) {
-  const std::string contents = read_file(path, what);
+nlohmann::json parse_json(const std::string& contents, const fs::path& path, std::string_view what) {
   try {
     return nlohmann::json::parse(contents);
   } catch (const nlohmann::json::exception& e) {
@@ -117,16 +116,18 @@ int read_model_max_length(const nlohmann::json& config, const fs::path& file) {
 }
 
 // tokenizer_config.json, then special_tokens_map.json, which HF lets override the former.
-TokenConfig read_token_config(const fs::path& dir) {
+TokenConfig read_token_config(const ClipTokenizer::Files& files, const fs::path& origin) {
   TokenConfig config;
-  const fs::path config_path = dir / "tokenizer_config.json";
-  if (fs::exists(config_path)) {
-    const nlohmann::json json = read_json(config_path, "config");
+  if (files.tokenizer_config_json) {
+    const fs::path config_path = origin / "tokenizer_config.json";
+    const nlohmann::json json = parse_json(*files.tokenizer_config_json, config_path, "config");
     apply_token_names(json, config_path, config);
     config.max_length = read_model_max_length(json, config_path);
   }
-  const fs::path map_path = dir / "special_tokens_map.json";
-  if (fs::exists(map_path)) apply_token_names(read_json(map_path, "special tokens map"), map_path, config);
+  if (files.special_tokens_map_json) {
+    const fs::path map_path = origin / "special_tokens_map.json";
+    apply_token_names(parse_json(*files.special_tokens_map_json, map_path, "special tokens map"), map_path, config);
+  }
   return config;
 }
 
@@ -239,18 +240,30 @@ uint64_t pair_key(int32_t left, int32_t right) {
 
 }  // namespace
 
-ClipTokenizer ClipTokenizer::from_dir(const fs::path& dir) {
+ClipTokenizer::Files ClipTokenizer::read_files(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw ModelError("tokenizer folder " + dir.string() + " does not exist");
+  Files files;
+  files.vocab_json = read_file(dir / "vocab.json", "vocabulary");
+  files.merges_txt = read_file(dir / "merges.txt", "merges");
+  if (fs::exists(dir / "tokenizer_config.json")) files.tokenizer_config_json = read_file(dir / "tokenizer_config.json", "config");
+  if (fs::exists(dir / "special_tokens_map.json"))
+    files.special_tokens_map_json = read_file(dir / "special_tokens_map.json", "special tokens map");
+  return files;
+}
+
+ClipTokenizer ClipTokenizer::from_dir(const fs::path& dir) { return from_files(read_files(dir), dir); }
+
+ClipTokenizer ClipTokenizer::from_files(const Files& files, const fs::path& origin) {
   ClipTokenizer tok;
-  tok.load_vocab(dir / "vocab.json");
-  const TokenConfig config = read_token_config(dir);
+  tok.load_vocab(files.vocab_json, origin / "vocab.json");
+  const TokenConfig config = read_token_config(files, origin);
   tok.max_length_ = config.max_length;
   tok.intern_byte_symbols();
-  tok.load_merges(dir / "merges.txt");
-  tok.bos_id_ = tok.add_special_token("bos_token", config.bos, dir);
-  tok.eos_id_ = tok.add_special_token("eos_token", config.eos, dir);
-  tok.pad_id_ = tok.add_special_token("pad_token", config.pad, dir);
-  tok.unk_id_ = tok.add_special_token("unk_token", config.unk, dir);
+  tok.load_merges(files.merges_txt, origin / "merges.txt");
+  tok.bos_id_ = tok.add_special_token("bos_token", config.bos, origin);
+  tok.eos_id_ = tok.add_special_token("eos_token", config.eos, origin);
+  tok.pad_id_ = tok.add_special_token("pad_token", config.pad, origin);
+  tok.unk_id_ = tok.add_special_token("unk_token", config.unk, origin);
   return tok;
 }
 
@@ -277,8 +290,7 @@ int32_t ClipTokenizer::add_special_token(const char* role, const std::optional<s
   return it->second;
 }
 
-void ClipTokenizer::load_vocab(const fs::path& path) {
-  const std::string contents = read_file(path, "vocabulary");
+void ClipTokenizer::load_vocab(const std::string& contents, const fs::path& path) {
   vocab_.reserve(kMaxMerges + 1024);
   VocabReader reader(vocab_);
   const bool ok = nlohmann::json::sax_parse(contents, &reader);
@@ -289,8 +301,7 @@ void ClipTokenizer::load_vocab(const fs::path& path) {
   }
 }
 
-void ClipTokenizer::load_merges(const fs::path& path) {
-  const std::string contents = read_file(path, "merges");
+void ClipTokenizer::load_merges(const std::string& contents, const fs::path& path) {
   const std::string_view all(contents);
   size_t line_number = 0;
   int32_t rank = 0;

@@ -25,6 +25,17 @@ class ClipTokenizer {
   // "#version" header.
   static ClipTokenizer from_dir(const std::filesystem::path& dir);
 
+  // The tokenizer folder's files as bytes (a packed model embeds them): vocab.json and merges.txt,
+  // and the two optional JSON configs.
+  struct Files {
+    std::string vocab_json, merges_txt;
+    std::optional<std::string> tokenizer_config_json, special_tokens_map_json;
+  };
+  // Reads them from `dir`; ModelError when vocab.json or merges.txt is missing or unreadable.
+  static Files read_files(const std::filesystem::path& dir);
+  // As from_dir, from the files' contents; messages name them as `origin`/<file name>.
+  static ClipTokenizer from_files(const Files& files, const std::filesystem::path& origin);
+
   // The pipeline's call, tokenizer(text, padding="max_length", max_length=model_max_length,
   // truncation=True): [BOS, tokenize(text)[:max_length-2]..., EOS, pad...], exactly
   // max_length() ids. Throws InputError if the text is not valid UTF-8.
@@ -53,8 +64,8 @@ class ClipTokenizer {
     int32_t id;
   };
 
-  void load_vocab(const std::filesystem::path& path);
-  void load_merges(const std::filesystem::path& path);
+  void load_vocab(const std::string& contents, const std::filesystem::path& path);
+  void load_merges(const std::string& contents, const std::filesystem::path& path);
   void intern_byte_symbols();
   // The id of a configured special token; it is also split out of prompts before cleaning.
   int32_t add_special_token(const char* role, const std::optional<std::string>& name,

@@ -5,6 +5,7 @@
 #include <png.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -344,6 +345,76 @@ TEST(Cli, TaesdFlagsAreChecked) {
   expect_refused({"generate", "--model", m, "--prompt", "cat", "--decoder", "bicubic"}, "--decoder");
   expect_refused({"generate", "--model", m, "--prompt", "cat", "--decoder", "taesd", "--taesd", "/nonexistent"},
                  "/nonexistent");
+}
+
+
+TEST(Cli, PackedModelRunsEveryCommandAndMatchesTheFolder) {
+  test::TempDir dir;
+  CliRun r = lcmd({"pack", "--model", tiny_model().string(), "--out", "tiny.lcmd", "--dtype", "fp32"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("wrote tiny.lcmd"), std::string::npos) << r.err;
+
+  r = lcmd({"info", "--model", "tiny.lcmd", "--verify"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* needle : {"lcmd packed model", "dtype fp32", "unet: 685 tensors", "tokenizer: embedded", "verified"})
+    EXPECT_NE(r.out.find(needle), std::string::npos) << needle << " is not in: " << r.out;
+
+  r = lcmd({"tokenize", "--model", "tiny.lcmd", "--prompt", "a photo of a cat"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("[49406, 320, 1125, 539, 320, 2368, 49407", 0), 0u) << r.out;
+
+  r = lcmd({"generate", "--model", "tiny.lcmd", "--prompt", "a photo of a cat", "--seed", "0", "--precision", "fp32",
+            "--output", "cat.png"},
+           dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_matches_golden_image(read_bytes(dir.path() / "cat.png"), "run05_256x256_s4_g8_seed0");
+}
+
+TEST(Cli, DamagedPackedModelsAndBadPackFlagsAreRefused) {
+  test::TempDir dir;
+  ASSERT_EQ(lcmd({"pack", "--model", tiny_model().string(), "--out", "good.lcmd"}, dir.path()).exit_code, 0);
+  std::vector<uint8_t> bytes = read_bytes(dir.path() / "good.lcmd");
+  bytes.resize(bytes.size() / 2);
+  std::ofstream(dir.path() / "half.lcmd", std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  CliRun r = lcmd({"generate", "--model", "half.lcmd", "--prompt", "x", "--output", "x.png"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("half.lcmd: truncated packed model"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir.path() / "x.png"));
+
+  r = lcmd({"pack", "--model", tiny_model().string(), "--out", "y.lcmd", "--dtype", "int3"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--dtype must be auto, fp32, fp16 or bf16, got 'int3'"), std::string::npos) << r.err;
+  r = lcmd({"pack", "--model", tiny_model().string()}, dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--out"), std::string::npos) << r.err;
+  r = lcmd({"pack", "--model", "good.lcmd", "--out", "good.lcmd"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("is the model being packed"), std::string::npos) << r.err;
+  r = lcmd({"info", "--model", tiny_model().string(), "--verify"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--verify checks packed models"), std::string::npos) << r.err;
+
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"good.lcmd", "half.lcmd"}));
+}
+
+// A full disk, simulated with a file size limit (writes fail with EFBIG as on ENOSPC): a clean
+// one-line error and no partial or temporary file.
+TEST(Cli, PackOnAFullDiskLeavesNothingBehind) {
+  test::TempDir dir;
+  const std::string cmd = "cd " + quote(dir.path().string()) + " && ulimit -f 1024 && timeout 300 " + quote(LCMD_BINARY) +
+                          " pack --model " + quote(tiny_model().string()) + " --out big.lcmd --dtype fp32 2> err.txt";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << "lcmd was killed (SIGXFSZ?)";
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::ifstream in(dir.path() / "err.txt");
+  const std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(err.find("lcmd: error:"), std::string::npos) << err;
+  EXPECT_NE(err.find("big.lcmd"), std::string::npos) << err;
+  fs::remove(dir.path() / "err.txt");
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "a partial file was left behind";
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ TEST(ClipTextModel, MatchesTransformersOnEveryGoldenPrompt) {
   const auto cfg = ClipTextConfig::from_json(read_json_file(model_dir() / "text_encoder/config.json"), "text config");
   const SafetensorsSource weights(model_dir() / "text_encoder/model.safetensors");
   const ClipTextModel model(cfg, Weights(weights));
-  for (const auto& c : index()["text_encoder"]) {
+  const nlohmann::json cases = index();  // kept alive: the loop walks into it
+  for (const auto& c : cases["text_encoder"]) {
     const test::Npy ids = load_npy(cases_dir() / c["input_ids"].get<std::string>());
     std::vector<int32_t> row(ids.i64.begin(), ids.i64.end());
     std::vector<Tensor> hidden;

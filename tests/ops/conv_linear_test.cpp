@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "ops/conv_banding_impl.h"
 #include "ops/ops.h"
 #include "ops_test_util.h"
 
@@ -144,6 +146,101 @@ TEST(Conv2d, InputSmallerThanKernelThrows) {
   const Conv2d conv(w.data(), nullptr, 2, 2, 3, 1, 0);
   EXPECT_THROW(conv(Tensor::zeros({1, 2, 2, 2})), std::invalid_argument);
 }
+
+// ---- Winograd in bands of output rows ----
+
+TEST(WinogradRowBands, WholeImageWhenItFitsOrIsTooSmallToSplit) {
+  using detail::RowBand;
+  const size_t unlimited = std::numeric_limits<size_t>::max();
+  EXPECT_EQ(detail::winograd_row_bands(1, 256, 256, 256, 256, unlimited), (std::vector<RowBand>{{0, 256}}));
+  // 64 rows of 64 pixels are kWinogradBandMinPixels: no band may be smaller, even with no budget.
+  EXPECT_EQ(detail::winograd_row_bands(1, 64, 64, 16, 16, 0), (std::vector<RowBand>{{0, 64}}));
+}
+
+TEST(WinogradRowBands, CoverTheRowsInTileAlignedBandsWithinBudget) {
+  struct Case { int64_t batch, height, width, cin, cout; size_t budget; };
+  for (const Case& c : {Case{1, 256, 256, 256, 256, detail::kWinogradBandBytes},
+                        Case{1, 256, 256, 128, 128, detail::kWinogradBandBytes},
+                        Case{1, 512, 512, 128, 128, detail::kWinogradBandBytes},
+                        Case{1, 203, 64, 16, 16, 0}, Case{2, 203, 64, 32, 16, 0}, Case{1, 257, 256, 256, 128, 1u << 20}}) {
+    SCOPED_TRACE(std::to_string(c.batch) + "x" + std::to_string(c.height) + "x" + std::to_string(c.width));
+    const auto bands = detail::winograd_row_bands(c.batch, c.height, c.width, c.cin, c.cout, c.budget);
+    ASSERT_GT(bands.size(), 1u);
+    int64_t next = 0;
+    for (const detail::RowBand& band : bands) {
+      EXPECT_EQ(band.begin, next);
+      EXPECT_EQ(band.begin % detail::kWinogradTileRows, 0);
+      EXPECT_GT(band.end, band.begin);
+      next = band.end;
+      if (band.end == c.height) continue;  // the last band holds what is left
+      const int64_t pixels = c.batch * (band.end - band.begin) * c.width;
+      EXPECT_GE(pixels, detail::kWinogradBandMinPixels);
+      if (c.budget >= detail::winograd_working_bytes(detail::kWinogradBandMinPixels, c.cin, c.cout))
+        EXPECT_LE(detail::winograd_working_bytes(pixels, c.cin, c.cout), c.budget);
+    }
+    EXPECT_EQ(next, c.height);
+  }
+  // The VAE's largest layer at 256x256 (256 channels in and out): bands of 32 rows.
+  EXPECT_EQ(detail::winograd_row_bands(1, 256, 256, 256, 256, detail::kWinogradBandBytes).size(), 8u);
+}
+
+// Sets the band budget of the plans created while it lives.
+class BandBudget {
+ public:
+  explicit BandBudget(size_t bytes) : saved_(detail::winograd_band_budget()) { detail::set_winograd_band_budget(bytes); }
+  ~BandBudget() { detail::set_winograd_band_budget(saved_); }
+  BandBudget(const BandBudget&) = delete;
+  BandBudget& operator=(const BandBudget&) = delete;
+
+ private:
+  size_t saved_;
+};
+
+// Runs a fresh layer (no cached plans) under the given band budget; returns its output and kernel.
+std::pair<Tensor, std::string> conv_with_budget(size_t budget, const ConvCase& c, const std::vector<float>& w,
+                                                const std::vector<float>& b, const Tensor& x, const Tensor* residual) {
+  const BandBudget scope(budget);
+  const Conv2d conv(w.data(), c.bias ? b.data() : nullptr, c.cin, c.cout, c.kernel, c.stride, c.padding);
+  return {conv(x, residual), conv.implementation(x.shape())};
+}
+
+class WinogradBanding : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(WinogradBanding, BandsMatchTheWholeImageAndTheReference) {
+  const ConvCase c = GetParam();
+  SCOPED_TRACE(case_name(c));
+  const Tensor x = random_tensor({c.batch, c.height, c.width, c.cin}, 30);
+  const std::vector<float> w = random_vector(static_cast<size_t>(c.cout) * c.cin * c.kernel * c.kernel, 31);
+  const std::vector<float> b = random_vector(c.cout, 32);
+  const int oh = c.height + 2 * c.padding - 2, ow = c.width + 2 * c.padding - 2;
+  const Tensor residual = random_tensor({c.batch, oh, ow, c.cout}, 33);
+  const Tensor* res = c.residual ? &residual : nullptr;
+
+  const auto [whole, whole_kernel] = conv_with_budget(std::numeric_limits<size_t>::max(), c, w, b, x, res);
+  const auto [banded, banded_kernel] = conv_with_budget(0, c, w, b, x, res);  // the smallest bands allowed
+  EXPECT_NE(whole_kernel.find("winograd"), std::string::npos) << whole_kernel;
+  EXPECT_EQ(whole_kernel.find("bands"), std::string::npos) << whole_kernel;
+  EXPECT_NE(banded_kernel.find("winograd in"), std::string::npos) << banded_kernel;
+
+  const auto ref = conv_reference(c, x, w, c.bias ? b.data() : nullptr, res);
+  EXPECT_TRUE(matches_reference(whole, ref, kRelL2, kMaxFraction));
+  EXPECT_TRUE(matches_reference(banded, ref, kRelL2, kMaxFraction));
+  // Bands start on whole 4x4 tiles, so each tile sees the inputs it sees unbanded; oneDNN may
+  // still block the channel sums differently for another tile count (bit-identical up to 32
+  // channels here, ~7e-7 rel L2 apart at 128), so the bound is the fp32 conv tests' one.
+  const std::vector<double> whole_values(whole.data(), whole.data() + whole.numel());
+  EXPECT_TRUE(matches_reference(banded, whole_values, kRelL2, kMaxFraction));
+}
+
+// Heights past kWinogradBandMinPixels / width, so a budget of 0 gives several bands; odd heights
+// leave a short last band.
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, WinogradBanding,
+    ::testing::Values(ConvCase{1, 203, 64, 16, 16, 3, 1, 1, true, false},    // 4 bands, last 47 rows
+                      ConvCase{1, 203, 64, 16, 16, 3, 1, 1, true, true},     // + residual
+                      ConvCase{2, 131, 37, 32, 16, 3, 1, 1, false, true},    // batch 2, odd width, cin != cout
+                      ConvCase{1, 250, 48, 16, 32, 3, 1, 0, true, false},   // no padding: every band has real halos
+                      ConvCase{1, 260, 32, 128, 64, 3, 1, 1, true, true}));  // VAE-like channel counts
 
 std::vector<double> linear_reference(const Tensor& x, const std::vector<float>& w, const float* bias, int out,
                                      const Tensor* residual) {

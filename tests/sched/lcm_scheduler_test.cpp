@@ -72,7 +72,10 @@ TEST(LcmSchedulerConfig, RefusesWhatItCannotRunNamingTheField) {
   expect_config_error({{"beta_schedule", "sigmoid"}}, {"beta_schedule", "sigmoid", "scaled_linear", "linear"});
   expect_config_error({{"prediction_type", "flow"}}, {"prediction_type", "epsilon", "v_prediction", "sample"});
   expect_config_error({{"num_train_timesteps", "1000"}}, {"num_train_timesteps", "integer"});
-  expect_config_error({{"num_train_timesteps", 0}}, {"num_train_timesteps", ">= 1"});
+  expect_config_error({{"num_train_timesteps", 0}}, {"num_train_timesteps", "between 1 and 100000"});
+  // Found by fuzz_config: a huge count made the schedule allocate GBs.
+  expect_config_error({{"num_train_timesteps", 2000000000}, {"original_inference_steps", 1}, {"beta_schedule", "linear"}},
+                      {"num_train_timesteps", "between 1 and 100000", "2000000000"});
   expect_config_error({{"original_inference_steps", 2000}}, {"original_inference_steps", "between 1 and"});
   expect_config_error({{"beta_start", nullptr}}, {"beta_start", "number"});
   expect_config_error({{"clip_sample", 1}}, {"clip_sample", "true or false"});

@@ -1,7 +1,10 @@
 #include "fake_runtime_api.h"
 
+#include <sys/socket.h>
+
 #include <stdexcept>
 
+#include "serve/connection_probe.h"
 #include "serve/httplib_include.h"
 
 namespace lcmd::test {
@@ -18,6 +21,9 @@ void api_error(httplib::Response& res, int status, const std::string& type, cons
 }  // namespace
 
 FakeRuntimeApi::FakeRuntimeApi() : server_(std::make_unique<httplib::Server>()) {
+  // cpp-httplib writes headers and body apart; with Nagle on, curl's delayed ACK held every
+  // /next answer ~40 ms, which made the Lambda runtime look slow in the soak test.
+  server_->set_tcp_nodelay(true);
   install_routes();
   port_ = server_->bind_to_any_port("127.0.0.1");
   if (port_ <= 0) throw std::runtime_error("the fake Runtime API cannot listen");
@@ -38,11 +44,14 @@ FakeRuntimeApi::~FakeRuntimeApi() { stop(); }
 std::string FakeRuntimeApi::endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
 
 void FakeRuntimeApi::install_routes() {
-  server_->Get("/2018-06-01/runtime/invocation/next", [this](const httplib::Request&, httplib::Response& res) {
+  server_->Get("/2018-06-01/runtime/invocation/next", [this](const httplib::Request& req, httplib::Response& res) {
     std::unique_lock<std::mutex> lock(mutex_);
     // Blocks like the real API; bounded so a forgotten runtime cannot hold a test forever.
-    changed_.wait_for(lock, std::chrono::seconds(120), [&] { return stopping_ || failing_ || !events_.empty(); });
-    if (stopping_ || failing_ || events_.empty()) return api_error(res, 500, "ServiceException", "container error");
+    changed_.wait_for(lock, std::chrono::seconds(120), [&] {
+      return stopping_ || !events_.empty() || (faults_.count(Route::Next) && faults_.at(Route::Next).remaining != 0);
+    });
+    if (const auto fault = take_fault(Route::Next)) return serve_fault(*fault, req, res);
+    if (stopping_ || events_.empty()) return api_error(res, 500, "ServiceException", "container error");
     const Event event = events_.front();
     events_.pop_front();
     handed_out_[event.id] = false;
@@ -57,6 +66,7 @@ void FakeRuntimeApi::install_routes() {
                 [this](const httplib::Request& req, httplib::Response& res) {
                   const std::string id = req.matches[1], kind = req.matches[2];
                   std::lock_guard<std::mutex> lock(mutex_);
+                  if (const auto fault = take_fault(Route::Reply)) return serve_fault(*fault, req, res);
                   const auto it = handed_out_.find(id);
                   if (it == handed_out_.end() || it->second)
                     return api_error(res, 400, "InvalidRequestID", "unknown or already answered request id");
@@ -100,10 +110,35 @@ std::optional<FakeRuntimeApi::Reply> FakeRuntimeApi::wait_init_error(std::chrono
   return init_error_;
 }
 
-void FakeRuntimeApi::fail_next_calls() {
+void FakeRuntimeApi::inject_fault(Route route, Fault fault, int times) {
   std::lock_guard<std::mutex> lock(mutex_);
-  failing_ = true;
-  changed_.notify_all();
+  PendingFault& pending = faults_[route];
+  pending.fault = fault;
+  pending.remaining = times;
+  changed_.notify_all();  // a /next call waiting for an event fails now
+}
+
+int FakeRuntimeApi::faults_served(Route route) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = faults_.find(route);
+  return it == faults_.end() ? 0 : it->second.served;
+}
+
+std::optional<FakeRuntimeApi::Fault> FakeRuntimeApi::take_fault(Route route) {
+  const auto it = faults_.find(route);
+  if (it == faults_.end() || it->second.remaining == 0) return std::nullopt;
+  if (it->second.remaining != kForever) --it->second.remaining;
+  ++it->second.served;
+  return it->second.fault;
+}
+
+void FakeRuntimeApi::serve_fault(Fault fault, const httplib::Request& req, httplib::Response& res) {
+  if (fault == Fault::ServerError) return api_error(res, 500, "ServiceException", "injected fault");
+  // cpp-httplib gives a handler no way to drop its connection: find the socket by its
+  // addresses and shut it down, so the client reads end-of-file instead of an answer.
+  const auto socket = serve::ConnectionProbe::find(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
+  if (!socket) throw std::runtime_error("the fake Runtime API cannot find the connection to close");
+  ::shutdown(socket->fd(), SHUT_RDWR);
 }
 
 void FakeRuntimeApi::stop() {

@@ -4,6 +4,8 @@
 //   POST /2018-06-01/runtime/invocation/{id}/response   202; 400 unknown or answered id; 413 > 6 MB
 //   POST /2018-06-01/runtime/invocation/{id}/error      202 (Lambda-Runtime-Function-Error-Type kept)
 //   POST /2018-06-01/runtime/init/error                 202
+// Faults can be injected on /next and on the reply posts: an HTTP 500, or the connection
+// closed without an answer.
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -18,6 +20,8 @@
 
 namespace httplib {
 class Server;
+struct Request;
+struct Response;
 }
 
 namespace lcmd::test {
@@ -39,13 +43,22 @@ class FakeRuntimeApi {
   std::string invoke(const std::string& event, std::optional<int64_t> deadline_unix_ms = std::nullopt);
   std::optional<Reply> wait_reply(const std::string& request_id, std::chrono::milliseconds timeout);
   std::optional<Reply> wait_init_error(std::chrono::milliseconds timeout);
-  // From now on /next answers 500 ("container error", which the runtime must exit on).
-  void fail_next_calls();
+  enum class Route { Next, Reply };  // Reply: the /response and /error posts
+  enum class Fault { ServerError, CloseConnection };
+  static constexpr int kForever = -1;
+  // The next `times` calls of the route (kForever: every call from now on, including one
+  // waiting in /next) fail this way, before an event is handed out or a reply recorded.
+  void inject_fault(Route route, Fault fault, int times);
+  // How many calls of the route were failed so far.
+  int faults_served(Route route) const;
   // Closes the port: the runtime's calls fail to connect from then on.
   void stop();
 
  private:
   void install_routes();
+  // Takes one pending fault of the route, if any (needs mutex_).
+  std::optional<Fault> take_fault(Route route);
+  static void serve_fault(Fault fault, const httplib::Request& req, httplib::Response& res);
 
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
@@ -60,7 +73,13 @@ class FakeRuntimeApi {
   std::map<std::string, bool> handed_out_;  // request id → answered
   std::map<std::string, Reply> replies_;
   std::optional<Reply> init_error_;
-  bool failing_ = false, stopping_ = false;
+  struct PendingFault {
+    Fault fault = Fault::ServerError;
+    int remaining = 0;  // kForever: never runs out
+    int served = 0;
+  };
+  std::map<Route, PendingFault> faults_;
+  bool stopping_ = false;
   int next_id_ = 1;
 };
 

@@ -45,25 +45,47 @@ std::pair<int, int> png_size(const std::vector<uint8_t>& png) {
   return {static_cast<int>(image.width), static_cast<int>(image.height)};
 }
 
-std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
-
-ServeProcess::ServeProcess(const std::vector<std::string>& extra_args) {
-  std::vector<std::string> argv = {LCMD_BINARY, "serve",     "--model", tiny_model().string(),
-                                   "--host",    "127.0.0.1", "--port",  "0"};
-  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  process_ = std::make_unique<ChildProcess>(argv);
-  const auto line = process_->wait_for_line("\"listening\"", 60s);
-  if (!line) throw std::runtime_error("lcmd serve did not start: " + process_->stderr_text());
-  port_ = nlohmann::json::parse(*line).at("port").get<int>();
+std::vector<uint8_t> png_rgb(const std::vector<uint8_t>& png) {
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&image, png.data(), png.size())) return {};
+  image.format = PNG_FORMAT_RGB;
+  std::vector<uint8_t> rgb(PNG_IMAGE_SIZE(image));
+  if (!png_image_finish_read(&image, nullptr, rgb.data(), 0, nullptr)) return {};
+  return rgb;
 }
 
-int64_t ServeProcess::resident_bytes() const {
-  std::ifstream status("/proc/" + std::to_string(process_->pid()) + "/status");
+int64_t resident_bytes_of(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(status, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // kB
   return -1;
 }
+
+int open_fd_count(pid_t pid) {
+  std::error_code error;
+  int count = 0;
+  for (fs::directory_iterator it("/proc/" + std::to_string(pid) + "/fd", error), end; !error && it != end;
+       it.increment(error))
+    ++count;
+  return error ? -1 : count;
+}
+
+std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
+
+ServeProcess::ServeProcess(const std::vector<std::string>& extra_args, const fs::path& model,
+                           const std::vector<std::string>& env) {
+  std::vector<std::string> argv = {LCMD_BINARY, "serve",     "--model", model.string(),
+                                   "--host",    "127.0.0.1", "--port",  "0"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  process_ = std::make_unique<ChildProcess>(argv, env);
+  const auto line = process_->wait_for_line("\"listening\"", 60s);
+  if (!line) throw std::runtime_error("lcmd serve did not start: " + process_->stderr_text());
+  port_ = nlohmann::json::parse(*line).at("port").get<int>();
+}
+
+int64_t ServeProcess::resident_bytes() const { return resident_bytes_of(process_->pid()); }
 
 double ServeProcess::metric(const std::string& name_and_labels) const {
   httplib::Client client("127.0.0.1", port_);

@@ -23,13 +23,20 @@ std::vector<uint8_t> cli_png(const std::string& prompt, uint64_t seed, int width
 
 // Width and height of a PNG, or {0, 0} when it does not decode.
 std::pair<int, int> png_size(const std::vector<uint8_t>& png);
+// The PNG's pixels as height x width x 3 bytes, or empty when it does not decode.
+std::vector<uint8_t> png_rgb(const std::vector<uint8_t>& png);
+
+// VmRSS (bytes) and the number of open file descriptors of a running process, from /proc.
+int64_t resident_bytes_of(pid_t pid);
+int open_fd_count(pid_t pid);
 
 std::vector<uint8_t> bytes_of(const std::string& text);
 
-// `lcmd serve --model tiny --host 127.0.0.1 --port 0 <extra args>`, up and listening.
+// `lcmd serve --model MODEL --host 127.0.0.1 --port 0 <extra args>`, up and listening.
 class ServeProcess {
  public:
-  explicit ServeProcess(const std::vector<std::string>& extra_args = {});
+  explicit ServeProcess(const std::vector<std::string>& extra_args = {},
+                        const std::filesystem::path& model = tiny_model(), const std::vector<std::string>& env = {});
   int port() const { return port_; }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   ChildProcess& process() { return *process_; }
