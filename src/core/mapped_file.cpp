@@ -83,4 +83,13 @@ void MappedFile::release(size_t offset, size_t length) const noexcept {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+void MappedFile::prefetch(size_t offset, size_t length) const noexcept {
+  if (!data_ || offset >= size_) return;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t base = reinterpret_cast<uintptr_t>(data_);
+  const uintptr_t begin = (base + offset) / page * page;
+  const uintptr_t end = base + std::min(size_, offset + length);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
+}
+
 }  // namespace lcmd

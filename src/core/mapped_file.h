@@ -30,6 +30,9 @@ class MappedFile {
   // read again from the page cache if touched later). For data already copied elsewhere, so a
   // large file's pages do not stay resident next to the copy.
   void release(size_t offset, size_t length) const noexcept;
+  // Asks the kernel to start reading [offset, offset + length) into the page cache in the
+  // background (readahead), so later page faults find the pages there. Returns at once.
+  void prefetch(size_t offset, size_t length) const noexcept;
 
  private:
   void unmap() noexcept;

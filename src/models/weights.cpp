@@ -49,7 +49,7 @@ std::string PackedSource::describe() const { return file_.path().string(); }
 
 Tensor PackingSource::load(const std::string& name, const Shape& shape) const {
   Tensor t = stored_.load(name, shape);
-  if (!writer_.has_tensor(prefix_ + name)) writer_.add_tensor(prefix_ + name, t.shape(), t.data(), DType::F32);
+  parameters_.insert_or_assign(name, t);  // written together by flush()
   return t;
 }
 
@@ -75,6 +75,9 @@ void PackingSource::flush() const {
   for (const auto& [name, t] : pending_)
     if (!writer_.has_tensor(prefix_ + name)) writer_.add_tensor(prefix_ + name, t.shape(), t.data(), matrix_dtype_);
   pending_.clear();
+  for (const auto& [name, t] : parameters_)
+    if (!writer_.has_tensor(prefix_ + name)) writer_.add_tensor(prefix_ + name, t.shape(), t.data(), DType::F32);
+  parameters_.clear();
 }
 
 bool RenamingSource::contains(const std::string& name) const { return stored_.contains(rename_(name).name); }
