@@ -18,6 +18,7 @@ namespace lcmd {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_model_error;
 
 std::string read_all(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -41,18 +42,6 @@ fs::path write_sample(const fs::path& path) {
     w.finish({{"configs", {{"unet", {{"sample_size", 32}}}}}});
   });
   return path;
-}
-
-void expect_model_error(const std::function<void()>& action, const std::vector<std::string>& needles) {
-  try {
-    action();
-    ADD_FAILURE() << "no ModelError was thrown";
-  } catch (const ModelError& e) {
-    for (const std::string& needle : needles)
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "'" << needle << "' is not in: " << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a ModelError, got: " << e.what();
-  }
 }
 
 void expect_open_fails(const fs::path& path, std::vector<std::string> needles) {

@@ -16,6 +16,7 @@ namespace lcmd {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_model_error;
 
 std::string u64_le(uint64_t v) {
   std::string s(8, '\0');
@@ -34,20 +35,6 @@ fs::path write_raw(const test::TempDir& dir, const std::string& name, const std:
   const fs::path path = dir.path() / name;
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   return path;
-}
-
-// Runs `action`, which must throw a ModelError whose message contains every needle.
-void expect_model_error(const std::function<void()>& action, const std::vector<std::string>& needles) {
-  try {
-    action();
-    ADD_FAILURE() << "no ModelError was thrown";
-  } catch (const ModelError& e) {
-    const std::string message = e.what();
-    for (const std::string& needle : needles)
-      EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' is not in: " << message;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a ModelError, got: " << e.what();
-  }
 }
 
 void expect_open_fails(const fs::path& path, std::vector<std::string> needles) {

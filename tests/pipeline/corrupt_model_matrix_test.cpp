@@ -20,6 +20,7 @@ namespace lcmd {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_model_error;
 using namespace test::corrupt;
 
 EngineOptions fp32_options() {
@@ -27,20 +28,6 @@ EngineOptions fp32_options() {
   options.precision = "fp32";
   options.text_cache_entries = 0;
   return options;
-}
-
-// The action must throw a ModelError whose message holds every needle.
-void expect_model_error(const std::function<void()>& action, const std::vector<std::string>& needles) {
-  try {
-    action();
-    ADD_FAILURE() << "no ModelError was thrown";
-  } catch (const ModelError& e) {
-    const std::string message = e.what();
-    for (const std::string& needle : needles)
-      EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' is not in: " << message;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a ModelError, got: " << e.what();
-  }
 }
 
 void expect_load_fails(const fs::path& model, const std::vector<std::string>& needles) {

@@ -1,5 +1,7 @@
 #include "support/test_support.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -7,6 +9,8 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+
+#include "core/error.h"
 
 namespace lcmd::test {
 
@@ -18,6 +22,19 @@ fs::path shared_dir() {
 }
 
 fs::path golden_dir() { return shared_dir() / "golden"; }
+
+void expect_model_error(const std::function<void()>& action, const std::vector<std::string>& needles) {
+  try {
+    action();
+    ADD_FAILURE() << "no ModelError was thrown";
+  } catch (const ModelError& e) {
+    const std::string message = e.what();
+    for (const std::string& needle : needles)
+      EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' is not in: " << message;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected a ModelError, got: " << e.what();
+  }
+}
 
 Npy load_npy(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ std::string check_close(const float* out, const float* ref, size_t n, double rel
 // <= mean_diff against the reference .npy (uint8, HWC). Empty when met, else a description.
 std::string check_image_close(const std::vector<uint8_t>& rgb, const std::filesystem::path& ref_uint8_npy,
                               int max_diff = 2, double mean_diff = 0.01);
+
+// `action` must throw a ModelError whose message holds every needle; a test failure otherwise
+// (nothing thrown, another exception, a needle missing).
+void expect_model_error(const std::function<void()>& action, const std::vector<std::string>& needles);
 
 // A fresh directory under the system temp dir, removed with everything in it on destruction.
 class TempDir {
