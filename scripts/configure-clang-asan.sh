@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # -O1 -g1: ASan's recommended optimisation with line tables for readable reports; no NDEBUG.
 cmake -S . -B "${1:-build-fuzz}" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DLCMD_SANITIZE=address,undefined -DLCMD_FUZZ=ON > /dev/null
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DLCMD_SANITIZE=address,undefined -DLCMD_FUZZ=ON -DLCMD_BUILD_TESTS=ON > /dev/null
