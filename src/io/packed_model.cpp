@@ -174,9 +174,6 @@ PackedModelFile PackedModelFile::open(const fs::path& path) {
   for (size_t i = 1; i < extents.size(); ++i)
     if (extents[i - 1].first + extents[i - 1].second > extents[i].first)
       fail(path, "corrupt packed model: two tensors or files overlap at offset " + std::to_string(extents[i].first));
-  // Loading touches a few MB here and there, the first image every byte: have the kernel read
-  // the data in sequentially, in the background, from a cold page cache (a Lambda cold start).
-  f.file_.prefetch(f.data_offset_, f.data_size_);
   return f;
 }
 
@@ -211,6 +208,8 @@ Tensor PackedModelFile::load_f32(const std::string& name, const Shape& expected)
   convert_to_f32(data(*t), t->dtype, out.numel(), out.data());
   return out;
 }
+
+void PackedModelFile::prefetch_data() const { file_.prefetch(data_offset_, data_size_); }
 
 void PackedModelFile::verify_data() const {
   Sha256 sha;

@@ -89,6 +89,11 @@ class PackedModelFile {
   Tensor load_f32(const std::string& name, const Shape& expected) const;
   uint64_t data_bytes() const { return data_size_; }
 
+  // Has the kernel read the data section into the page cache in the background: loading touches
+  // only the values at its end, the first image every byte, so from a cold cache (a Lambda cold
+  // start) the reads run ahead of the compute. For the engine's load, not for `info`.
+  void prefetch_data() const;
+
   // Recomputes the data section's sha256 and compares it with the header's; ModelError on mismatch.
   void verify_data() const;
 

@@ -377,14 +377,10 @@ struct Conv2d::Impl {
       if (!pd) throw std::runtime_error(describe() + ": oneDNN has no convolution for this layer");
     }
     const memory::desc target = winograd_capable ? winograd_weights() : pd->weights_desc();
-    if (quantized)  // int8: the reorder also computes oneDNN's zero-point compensation
-      weights = detail::relayout(
-          detail::wrap_memory({{cout, cin, kernel, kernel}, dt::s8, tag::oihw}, quantized->values.data()), target);
-    else if (in_place && given.get_desc() == target)
-      weights = given;
-    else
-      weights = detail::relayout(given, target);
-    if (in_place) detail::count_stored_weights(weights.get_data_handle() == given.get_data_handle());
+    std::optional<memory> int8_values;
+    if (quantized)
+      int8_values = detail::wrap_memory({{cout, cin, kernel, kernel}, dt::s8, tag::oihw}, quantized->values.data());
+    weights = detail::keep_weights(given, int8_values, target, in_place);
   }
 
   // Geometry, precision and bias; true when the layer is a 1x1 product run by `pointwise`.

@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -86,7 +87,11 @@ dnnl::memory::desc layout_from_json(const std::string& layout, const dnnl::memor
 dnnl::memory stored_weights_memory(const StoredWeights& stored, const dnnl::memory::dims& dims);
 // Any weights memory reordered into a new float32 buffer of `tag` order (e.g. to quantize).
 std::vector<float> to_plain_f32(const dnnl::memory& weights, const dnnl::memory::dims& dims, dnnl::memory::format_tag tag);
-// Counts a layer built from stored weights (see stored_weights_use in ops.h).
-void count_stored_weights(bool used_in_place);
+// The weights a layer keeps, in layout `target`: `given` itself when `in_place` (its data outlives
+// the layer: a packed model's mapping) and already in that layout, else a re-laid-out copy of
+// `given` -- or of `int8_values` when the layer quantized them (their reorder also computes
+// oneDNN's zero-point compensation). Layers built in place are counted (stored_weights_use).
+dnnl::memory keep_weights(const dnnl::memory& given, const std::optional<dnnl::memory>& int8_values,
+                          const dnnl::memory::desc& target, bool in_place);
 
 }  // namespace lcmd::ops::detail

@@ -142,14 +142,9 @@ struct Linear::Impl {
       pd = packing_pd();
     }
     if (!pd) throw std::runtime_error(describe() + ": oneDNN has no matrix product for this layer");
-    if (quantized)  // int8: the reorder also computes oneDNN's zero-point compensation
-      weights = detail::relayout(detail::wrap_memory({{in, out}, dt::s8, tag::ba}, quantized->values.data()),
-                                 pd->weights_desc());
-    else if (in_place && given.get_desc() == pd->weights_desc())
-      weights = given;
-    else
-      weights = detail::relayout(given, pd->weights_desc());
-    if (in_place) detail::count_stored_weights(weights.get_data_handle() == given.get_data_handle());
+    std::optional<memory> int8_values;
+    if (quantized) int8_values = detail::wrap_memory({{in, out}, dt::s8, tag::ba}, quantized->values.data());
+    weights = detail::keep_weights(given, int8_values, pd->weights_desc(), in_place);
   }
 
   void init(int in_features, int out_features, const float* bias_values, Precision requested) {

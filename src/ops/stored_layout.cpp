@@ -120,7 +120,12 @@ dnnl::memory::desc layout_from_json(const std::string& text, const dnnl::memory:
   return md;
 }
 
-void count_stored_weights(bool used_in_place) { (used_in_place ? g_in_place : g_relaid).fetch_add(1); }
+dnnl::memory keep_weights(const dnnl::memory& given, const std::optional<dnnl::memory>& int8_values,
+                          const dnnl::memory::desc& target, bool in_place) {
+  const bool reuse = in_place && !int8_values && given.get_desc() == target;
+  if (in_place) (reuse ? g_in_place : g_relaid).fetch_add(1);
+  return reuse ? given : relayout(int8_values ? *int8_values : given, target);
+}
 
 std::vector<float> to_plain_f32(const dnnl::memory& weights, const dnnl::memory::dims& dims, dnnl::memory::format_tag tag) {
   int64_t n = 1;

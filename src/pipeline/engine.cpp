@@ -46,19 +46,34 @@ void validate_options(const EngineOptions& options) {
 
 namespace {
 
+// Tensor and parameter counts by dtype, as `lcmd info` prints them for every kind of model.
+struct ParameterCount {
+  int64_t tensors = 0, params = 0;
+  std::map<std::string, int64_t> by_dtype;
+
+  void add(DType dtype, const Shape& shape) {
+    ++tensors;
+    params += shape_numel(shape);
+    by_dtype[dtype_name(dtype)] += shape_numel(shape);
+  }
+  // "parameters: 123 (F16 100, F32 23)"
+  std::string parameters() const {
+    std::ostringstream os;
+    os << "parameters: " << params << " (";
+    bool first = true;
+    for (const auto& [dtype, n] : by_dtype) os << (first ? "" : ", ") << dtype << " " << n, first = false;
+    os << ")";
+    return os.str();
+  }
+};
+
 std::string describe_weights(const std::string& name, const std::filesystem::path& file, const nlohmann::json& config) {
   const SafetensorsFile f = SafetensorsFile::open(file);
-  int64_t params = 0;
-  std::map<std::string, int64_t> by_dtype;
-  for (const TensorInfo& t : f.tensors()) {
-    params += shape_numel(t.shape);
-    by_dtype[dtype_name(t.dtype)] += shape_numel(t.shape);
-  }
+  ParameterCount count;
+  for (const TensorInfo& t : f.tensors()) count.add(t.dtype, t.shape);
   std::ostringstream os;
-  os << name << ": " << file.string() << "\n  tensors: " << f.tensors().size() << ", parameters: " << params << " (";
-  bool first = true;
-  for (const auto& [dtype, n] : by_dtype) os << (first ? "" : ", ") << dtype << " " << n, first = false;
-  os << ")\n  config: " << config.dump() << "\n";
+  os << name << ": " << file.string() << "\n  tensors: " << count.tensors << ", " << count.parameters()
+     << "\n  config: " << config.dump() << "\n";
   return os.str();
 }
 
@@ -130,18 +145,11 @@ std::string describe_single_file(const std::filesystem::path& path, const Engine
     other += !known;
   }
   for (const Part& p : parts) {
-    int64_t tensors = 0, params = 0;
-    std::map<std::string, int64_t> by_dtype;
-    for (const TensorInfo& t : f.tensors()) {
-      if (!t.name.starts_with(p.prefix)) continue;
-      ++tensors;
-      params += shape_numel(t.shape);
-      by_dtype[dtype_name(t.dtype)] += shape_numel(t.shape);
-    }
-    os << p.name << ": " << p.prefix << "*\n  tensors: " << tensors << ", parameters: " << params << " (";
-    bool first = true;
-    for (const auto& [dtype, n] : by_dtype) os << (first ? "" : ", ") << dtype << " " << n, first = false;
-    os << ")\n  config: " << p.config->dump() << "\n";
+    ParameterCount count;
+    for (const TensorInfo& t : f.tensors())
+      if (t.name.starts_with(p.prefix)) count.add(t.dtype, t.shape);
+    os << p.name << ": " << p.prefix << "*\n  tensors: " << count.tensors << ", " << count.parameters()
+       << "\n  config: " << p.config->dump() << "\n";
   }
   os << "other tensors (ignored, e.g. EMA copies): " << other << "\n";
   os << "scheduler: " << c.scheduler_json.dump() << "\n";
@@ -159,18 +167,11 @@ std::string describe_packed(const std::filesystem::path& path) {
   if (h.contains("loras") && h["loras"].is_array() && !h["loras"].empty()) os << "merged LoRAs: " << h["loras"].dump() << "\n";
   for (const char* component : {"text_encoder", "unet", "vae"}) {
     const std::string prefix = std::string(component) + ".";
-    int64_t tensors = 0, params = 0;
-    std::map<std::string, int64_t> by_dtype;
-    for (const PackedTensor& t : f.tensors()) {
-      if (!t.name.starts_with(prefix)) continue;
-      ++tensors;
-      params += shape_numel(t.shape);
-      by_dtype[dtype_name(t.dtype)] += shape_numel(t.shape);
-    }
-    os << component << ": " << tensors << " tensors, parameters: " << params << " (";
-    bool first = true;
-    for (const auto& [dtype, n] : by_dtype) os << (first ? "" : ", ") << dtype << " " << n, first = false;
-    os << ")\n  config: " << f.config(component).dump() << "\n";
+    ParameterCount count;
+    for (const PackedTensor& t : f.tensors())
+      if (t.name.starts_with(prefix)) count.add(t.dtype, t.shape);
+    os << component << ": " << count.tensors << " tensors, " << count.parameters()
+       << "\n  config: " << f.config(component).dump() << "\n";
   }
   os << "scheduler: " << f.config("scheduler").dump() << "\n";
   os << "data sha256: " << h["data_sha256"].get<std::string>() << " (lcmd info --verify checks it)\n";
@@ -226,6 +227,7 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model, const E
       break;
     case ModelLayout::Packed:
       packed = std::make_shared<const PackedModelFile>(PackedModelFile::open(model));
+      packed->prefetch_data();
       pipeline = Txt2ImgPipeline::from_parts(ModelParts::from_packed(*packed), precision, options.loras);
       break;
     case ModelLayout::DiffusersFolder:
