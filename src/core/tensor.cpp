@@ -88,8 +88,21 @@ class LargeBlockPool {
   size_t cached_ = 0;
 };
 
+// A block mapped on its own, so freeing it returns the memory at once. glibc's malloc would
+// serve blocks under its (adaptive, up to 32 MB) mmap threshold from the heap, where a freed
+// weight copy stays resident as a hole between the packed weights allocated around it: loading
+// the full-size model peaked ~250 MB above its steady size that way.
+std::shared_ptr<float> map_floats(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return std::shared_ptr<float>(static_cast<float*>(p), [bytes](float* q) { munmap(q, bytes); });
+}
+
+constexpr size_t kMinMappedBytes = 1u << 20;
+
 std::shared_ptr<float> allocate_floats(size_t count, bool pooled = true) {
   size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+  if (!pooled && bytes >= kMinMappedBytes) return map_floats(bytes);
   if (pooled && bytes >= LargeBlockPool::kMinBytes) {
     bytes = (bytes + LargeBlockPool::kGranule - 1) / LargeBlockPool::kGranule * LargeBlockPool::kGranule;
     void* p = LargeBlockPool::instance().take(bytes);

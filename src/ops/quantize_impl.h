@@ -79,6 +79,9 @@ struct Int8Scaling {
   std::vector<float> bias;           // the float32 bias, empty if the layer has none
 };
 
+// y[i] = x[i] rounded to bfloat16 (nearest even), on all threads.
+void convert_to_bf16(const float* x, uint16_t* y, int64_t n);
+
 // The source argument of one convolution / matmul call, made from its float32 input in the
 // primitive's source type: used as is (fp32), converted by `convert` (bf16), or quantized here
 // (int8, which also adds the call's bias, zero-point and activation-scale arguments). The

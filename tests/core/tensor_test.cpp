@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <string>
 
 #include "core/dtype.h"
 #include "core/tensor.h"
@@ -44,6 +46,30 @@ TEST(DType, Bf16) {
   EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.0f)), 1.0f);
   EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.00390625f)), 1.0f);  // tie -> even
   EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.01171875f)), 1.015625f);
+}
+
+// VmRSS of this process in KiB.
+long resident_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+// A transient tensor (a weight's float32 copy at load) gives its memory back when freed, even
+// between other live allocations: loading must not leave a resident hole per layer in the heap.
+TEST(Tensor, TransientStorageGoesBackToTheSystem) {
+  Tensor::transient({6 << 20});  // a 24 MiB block freed raises glibc's adaptive mmap threshold to 24 MiB
+  std::vector<Tensor> copies, kept;
+  for (int i = 0; i < 8; ++i) {
+    copies.push_back(Tensor::transient({3 << 20}));  // 12 MiB
+    std::fill(copies.back().data(), copies.back().data() + copies.back().numel(), 1.f);
+    kept.push_back(Tensor::zeros({1 << 16}));  // a small allocation after it, as a packed layer
+  }
+  const long before = resident_kib();
+  copies.clear();
+  const long released_kib = before - resident_kib();
+  EXPECT_GT(released_kib, 90 * 1024) << "freeing 96 MiB of copies released " << released_kib << " KiB";
 }
 
 }  // namespace lcmd

@@ -296,6 +296,32 @@ TEST(Precision, NamesRoundTrip) {
   EXPECT_EQ(runnable_precision(Precision::FP32), Precision::FP32);
 }
 
+// The bf16 layers' source conversion rounds exactly as the reference f32_to_bf16 (nearest even,
+// NaN kept a NaN) on every thread's slice: random values over the whole exponent range, ties,
+// infinities, NaN, subnormals and odd lengths.
+TEST(Bf16Conversion, MatchesTheReferenceRoundingEverywhere) {
+  std::mt19937 rng(7);
+  std::vector<float> x(100003);
+  for (float& v : x) {
+    const uint32_t bits = rng();
+    std::memcpy(&v, &bits, sizeof v);
+  }
+  const float specials[] = {1.00390625f, 1.01171875f, -1.00390625f, INFINITY, -INFINITY, 0.f, -0.f,
+                            std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(),
+                            std::numeric_limits<float>::max()};
+  std::copy(std::begin(specials), std::end(specials), x.begin() + 5000);
+  std::vector<uint16_t> y(x.size() + 1, 0xabcd);
+  detail::convert_to_bf16(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i])) {
+      ASSERT_TRUE(std::isnan(bf16_to_f32(y[i]))) << i;
+      continue;
+    }
+    ASSERT_EQ(y[i], f32_to_bf16(x[i])) << i << " " << x[i];
+  }
+  EXPECT_EQ(y.back(), 0xabcd);  // nothing written past the end
+}
+
 // Activation quantization: [min(x, 0), max(x, 0)] over 256 levels, nearest integer (ties to
 // even), zero exactly representable, defined results for zeros, NaN and infinity.
 TEST(Int8Quantization, SpreadsTheRangeOverTheUnsignedLevels) {
