@@ -71,17 +71,16 @@ ResnetBlock2D::ResnetBlock2D(const Weights& w, int in_channels, int out_channels
 }
 
 Tensor ResnetBlock2D::forward(Tensor x, const Tensor* temb) const {
-  // With a conv_shortcut, x is needed only for it and for norm1: both read it first, so x can go
-  // (if the caller moved it in) before conv1 allocates.
+  // The convolutions normalise their own inputs (Conv2d::normalized): norm1's and norm2's
+  // outputs are never stored whole where the kernel allows it. With a conv_shortcut, x is
+  // needed only for it and for conv1: x can go (if the caller moved it in) once both have run.
   const std::optional<Tensor> shortcut = conv_shortcut ? std::optional<Tensor>((*conv_shortcut)(x)) : std::nullopt;
-  Tensor h = ops::group_norm(x, groups, eps, norm1.weight.data(), norm1.bias.data(), /*silu=*/true);
+  Tensor h = conv1.normalized(x, {groups, eps, norm1.weight.data(), norm1.bias.data(), /*silu=*/true});
   const bool changes_channels = shortcut.has_value();
   if (changes_channels) {
     x = Tensor();
-    if (release_freed_maps) release_cached_memory();
+    if (release_freed_maps) release_cached_memory();  // x, in the old channel count
   }
-  h = conv1(h);
-  if (changes_channels && release_freed_maps) release_cached_memory();  // norm1's output, in the old channel count
   if (time_emb_proj && temb) {
     // temb = time_emb_proj(silu(temb)), broadcast over every position of its sample.
     Tensor t = temb->clone();
@@ -96,8 +95,9 @@ Tensor ResnetBlock2D::forward(Tensor x, const Tensor* temb) const {
         for (int64_t i = 0; i < c; ++i) hb[p * c + i] += pb[i];
     }
   }
-  h = ops::group_norm(h, groups, eps, norm2.weight.data(), norm2.bias.data(), /*silu=*/true);
-  return conv2(h, changes_channels ? &*shortcut : &x);  // (shortcut + conv2(h)) / output_scale_factor(1)
+  // (shortcut + conv2(norm2(h))) / output_scale_factor(1)
+  return conv2.normalized(h, {groups, eps, norm2.weight.data(), norm2.bias.data(), /*silu=*/true},
+                          changes_channels ? &*shortcut : &x);
 }
 
 // ---- Down / Upsample ----
@@ -130,9 +130,10 @@ Tensor resize_nearest(const Tensor& x, int oh, int ow) {
 
 Tensor Upsample2D::forward(Tensor x, int out_h, int out_w) const {
   const bool doubled = out_h == 0 || (out_h == 2 * x.dim(1) && out_w == 2 * x.dim(2));
-  const Tensor upsampled = doubled ? ops::upsample_nearest2x(x) : resize_nearest(x, out_h, out_w);
+  if (doubled) return conv.upsampled(x);  // the 4x larger map is not stored where the kernel allows it
+  const Tensor resized = resize_nearest(x, out_h, out_w);
   x = Tensor();
-  return conv(upsampled);
+  return conv(resized);
 }
 
 // ---- Attention ----

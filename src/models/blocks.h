@@ -53,7 +53,8 @@ struct Downsample2D {
 // Upsample2D: nearest 2x (or to the skip connection's size), then a 3x3 conv.
 struct Upsample2D {
   Upsample2D(const Weights& w, int channels);
-  // x is taken by value: when the caller moves it in, it is freed once upsampled, before the
+  // A 2x upsampling is done by the convolution as it reads x (Conv2d::upsampled). For another
+  // size, x is taken by value: when the caller moves it in, it is freed once resized, before the
   // convolution allocates its output.
   Tensor forward(Tensor x, int out_h = 0, int out_w = 0) const;
   ops::Conv2d conv;

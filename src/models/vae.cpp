@@ -88,6 +88,7 @@ Tensor VaeDecoder::forward(const Tensor& latents) const {
                       /*silu=*/true);
   h = conv_out(h);
   record("decoder.conv_out", h);
+  release_cached_memory();  // the full-resolution maps: the next image's UNet has no use for them
   return h;
 }
 

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "ops/conv_banding_impl.h"
+#include "ops/norm_impl.h"
 #include "ops/dnnl_impl.h"
 #include "ops/ops.h"
 #include "ops/parallel_impl.h"
@@ -115,6 +116,60 @@ void blocked_to_nhwc(const float* blocked, const float* residual, float* nhwc, i
       }
     }
 }
+
+// nhwc_to_blocked of GroupNorm's output (see norm_impl.h): per-channel affine, then SiLU if asked.
+LCMD_VECTOR_CLONES
+void normalized_to_blocked(const float* nhwc, float* blocked, int64_t channels, int64_t pixels, int64_t begin,
+                           int64_t end, const float* mean_hi, const float* mean_lo, const float* scale,
+                           const float* beta, bool silu) {
+  for (int64_t b = 0; b < channels / kChannelBlock; ++b) {
+    const int64_t c = b * kChannelBlock;
+    for (int64_t p = begin; p < end; ++p) {
+      const float* from = nhwc + p * channels + c;
+      float* to = blocked + (b * pixels + p) * kChannelBlock;
+      if (silu) {
+#pragma omp simd
+        for (int64_t i = 0; i < kChannelBlock; ++i)
+          to[i] = detail::x_sigmoid(
+              detail::group_normalized(from[i], mean_hi[c + i], mean_lo[c + i], scale[c + i], beta[c + i]), 1.f);
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < kChannelBlock; ++i)
+          to[i] = detail::group_normalized(from[i], mean_hi[c + i], mean_lo[c + i], scale[c + i], beta[c + i]);
+      }
+    }
+  }
+}
+
+// nhwc_to_blocked of an image upsampled 2x (nearest) on the fly: pixels [begin, end) (at most
+// kPixelTile) of the upsampled rows from first_row on, read from `image` (width pixels wide).
+LCMD_VECTOR_CLONES
+void upsampled_to_blocked(const float* image, int64_t width, int64_t first_row, int64_t channels, float* blocked,
+                          int64_t pixels, int64_t begin, int64_t end) {
+  const float* source[kPixelTile];
+  for (int64_t p = begin; p < end; ++p) {
+    const int64_t row = first_row + p / (2 * width), col = p % (2 * width);
+    source[p - begin] = image + ((row / 2) * width + col / 2) * channels;
+  }
+  for (int64_t b = 0; b < channels / kChannelBlock; ++b)
+    for (int64_t p = begin; p < end; ++p) {
+      const float* from = source[p - begin] + b * kChannelBlock;
+      float* to = blocked + (b * pixels + p) * kChannelBlock;
+#pragma omp simd
+      for (int64_t i = 0; i < kChannelBlock; ++i) to[i] = from[i];
+    }
+}
+
+// What a convolution reads: a stored map, or one made from it as the Winograd path converts its
+// input (GroupNorm of it, or it upsampled 2x). `shape` is the convolution's input shape.
+struct ConvSource {
+  const Tensor& map;
+  Shape shape;
+  const detail::GroupNormAffine* norm = nullptr;
+  bool upsampled = false;
+
+  bool is_stored_map() const { return !norm && !upsampled; }
+};
 
 // Runs convert(image, begin, end) over pixel tiles of every image, on all threads.
 template <class F>
@@ -431,23 +486,37 @@ struct Conv2d::Impl {
     detail::run_primitive(plan.primitive, plan.pd, std::move(args));
   }
 
-  // y = conv(x) (+ residual), band by band, converting each band's rows to and from the
+  // y = conv(source) (+ residual), band by band, converting each band's rows to and from the
   // blocked layout around its primitive.
-  void run_winograd(const ConvPlan& plan, const Tensor& x, const Tensor* residual, Tensor& y) const {
-    for (const WinogradBand& band : plan.bands) run_winograd_band(band, plan.weights, x, residual, y);
+  void run_winograd(const ConvPlan& plan, const ConvSource& source, const Tensor* residual, Tensor& y) const {
+    for (const WinogradBand& band : plan.bands) run_winograd_band(band, plan.weights, source, residual, y);
   }
 
-  void run_winograd_band(const WinogradBand& band, const memory& band_weights, const Tensor& x, const Tensor* residual,
-                         Tensor& y) const {
+  void run_winograd_band(const WinogradBand& band, const memory& band_weights, const ConvSource& source,
+                         const Tensor* residual, Tensor& y) const {
     const memory::desc src_md = band.pd.src_desc(), dst_md = band.pd.dst_desc();
     auto* src = static_cast<float*>(detail::thread_buffer(detail::ThreadBuffer::kBlockedSource, src_md.get_size()));
     auto* dst = static_cast<float*>(detail::thread_buffer(detail::ThreadBuffer::kBlockedDestination, dst_md.get_size()));
     // An NHWC row band of an image is contiguous: it is converted like a whole image of fewer rows.
-    const int64_t in_image = x.dim(1) * x.dim(2), in_first = band.in_begin * x.dim(2);
-    const int64_t in_band = (band.in_end - band.in_begin) * x.dim(2);
-    for_pixel_tiles(x.dim(0), in_band, cin, [&](int64_t image, int64_t begin, int64_t end) {
-      nhwc_to_blocked(x.data() + (image * in_image + in_first) * cin, src + image * in_band * cin, cin, in_band, begin,
-                      end);
+    const Shape& in = source.shape;
+    const int64_t in_image = in[1] * in[2], in_first = band.in_begin * in[2];
+    const int64_t in_band = (band.in_end - band.in_begin) * in[2];
+    for_pixel_tiles(in[0], in_band, cin, [&](int64_t image, int64_t begin, int64_t end) {
+      float* to = src + image * in_band * cin;
+      const float* map = source.map.data();
+      if (source.upsampled) {
+        const int64_t width = source.map.dim(2);
+        upsampled_to_blocked(map + image * source.map.dim(1) * width * cin, width, band.in_begin, cin, to, in_band, begin,
+                             end);
+      } else if (source.norm) {
+        const detail::GroupNormAffine& a = *source.norm;
+        const int64_t at = image * cin;
+        normalized_to_blocked(map + (image * in_image + in_first) * cin, to, cin, in_band, begin, end,
+                              a.mean_hi.data() + at, a.mean_lo.data() + at, a.scale.data() + at, a.beta.data() + at,
+                              a.silu);
+      } else {
+        nhwc_to_blocked(map + (image * in_image + in_first) * cin, to, cin, in_band, begin, end);
+      }
     });
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, detail::wrap_memory(src_md, src)},
                                          {DNNL_ARG_WEIGHTS, band_weights},
@@ -461,6 +530,30 @@ struct Conv2d::Impl {
       blocked_to_nhwc(dst + image * out_band * cout, residual ? residual->data() + offset : nullptr, y.data() + offset,
                       cout, out_band, begin, end);
     });
+  }
+
+  // True when calls of this key run on Winograd (creates and caches the plan).
+  bool runs_winograd(const PlanKey& key) {
+    if (pointwise || key.batch == 0) return false;
+    detail::sync_openmp_threads();
+    return plan(key)->algorithm == ConvAlgorithm::kWinograd;
+  }
+
+  // y = conv(source) (+ residual) for a call checked by key_for; a source other than a stored
+  // map only where runs_winograd(key).
+  Tensor run(const ConvSource& source, const PlanKey& key, const Tensor* residual) {
+    Tensor y({key.batch, output_size(key.height), output_size(key.width), cout});
+    if (key.batch == 0) return y;
+    count_macs(static_cast<uint64_t>(y.numel()) * cin * kernel * kernel);
+    detail::sync_openmp_threads();
+    const auto conv_plan = plan(key);
+    if (conv_plan->algorithm == ConvAlgorithm::kWinograd)
+      run_winograd(*conv_plan, source, residual, y);
+    else if (source.is_stored_map())
+      run_direct(*conv_plan, source.map, residual, y);
+    else
+      throw std::logic_error(describe() + ": a made input on a direct plan");
+    return y;
   }
 };
 
@@ -507,17 +600,27 @@ Tensor Conv2d::operator()(const Tensor& x, const Tensor* residual) const {
   Impl& m = *impl_;
   const PlanKey key = m.key_for(x.shape(), residual);
   if (m.pointwise) return (*m.pointwise)(x, residual);
+  return m.run(ConvSource{x, x.shape()}, key, residual);
+}
 
-  Tensor y({key.batch, m.output_size(key.height), m.output_size(key.width), m.cout});
-  if (key.batch == 0) return y;
-  count_macs(static_cast<uint64_t>(y.numel()) * m.cin * m.kernel * m.kernel);
-  detail::sync_openmp_threads();
-  const auto plan = m.plan(key);
-  if (plan->algorithm == ConvAlgorithm::kWinograd)
-    m.run_winograd(*plan, x, residual, y);
-  else
-    m.run_direct(*plan, x, residual, y);
-  return y;
+Tensor Conv2d::normalized(const Tensor& x, const GroupNormArgs& norm, const Tensor* residual) const {
+  if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
+  Impl& m = *impl_;
+  const PlanKey key = m.key_for(x.shape(), residual);
+  if (!m.runs_winograd(key)) return (*this)(group_norm(x, norm.groups, norm.eps, norm.gamma, norm.beta, norm.silu), residual);
+  const detail::GroupNormAffine affine = detail::group_norm_affine(x, norm);
+  return m.run(ConvSource{x, x.shape(), &affine}, key, residual);
+}
+
+Tensor Conv2d::upsampled(const Tensor& x, const Tensor* residual) const {
+  if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
+  Impl& m = *impl_;
+  if (x.rank() != 4)
+    throw std::invalid_argument(m.describe() + ": input " + shape_str(x.shape()) + " to upsample must be NHWC");
+  const Shape shape{x.dim(0), 2 * x.dim(1), 2 * x.dim(2), x.dim(3)};
+  const PlanKey key = m.key_for(shape, residual);
+  if (!m.runs_winograd(key)) return (*this)(upsample_nearest2x(x), residual);
+  return m.run(ConvSource{x, shape, nullptr, /*upsampled=*/true}, key, residual);
 }
 
 int Conv2d::in_channels() const { return impl_ ? impl_->cin : 0; }

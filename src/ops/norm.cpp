@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/norm_impl.h"
 #include "ops/ops.h"
 #include "ops/parallel_impl.h"
 #include "ops/vec_math_impl.h"
@@ -47,13 +48,12 @@ void normalize_rows(const float* x, float* y, int64_t rows, int64_t channels, co
     float* out = y + r * channels;
     if (silu) {
 #pragma omp simd
-      for (int64_t c = 0; c < channels; ++c) {
-        const float v = ((in[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + beta[c];
-        out[c] = detail::x_sigmoid(v, 1.f);
-      }
+      for (int64_t c = 0; c < channels; ++c)
+        out[c] = detail::x_sigmoid(detail::group_normalized(in[c], mean_hi[c], mean_lo[c], scale[c], beta[c]), 1.f);
     } else {
 #pragma omp simd
-      for (int64_t c = 0; c < channels; ++c) out[c] = ((in[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + beta[c];
+      for (int64_t c = 0; c < channels; ++c)
+        out[c] = detail::group_normalized(in[c], mean_hi[c], mean_lo[c], scale[c], beta[c]);
     }
   }
 }
@@ -91,23 +91,22 @@ void check_channels_last(const Tensor& x, int min_rank, const char* layout, cons
                                 " with C > 0");
 }
 
-// Per-channel float parameters of the normalisation of one sample.
-struct ChannelAffine {
-  std::vector<float> mean_hi, mean_lo, scale, beta;
-  explicit ChannelAffine(int64_t channels) : mean_hi(channels), mean_lo(channels), scale(channels), beta(channels) {}
-};
-
 }  // namespace
 
-Tensor group_norm(const Tensor& x, int groups, float eps, const float* gamma, const float* beta, bool silu) {
+namespace detail {
+
+GroupNormAffine group_norm_affine(const Tensor& x, const GroupNormArgs& args) {
   check_channels_last(x, 2, "channels-last [N, ..., C]", "group_norm");
   const int64_t channels = x.dim(-1), batch = x.dim(0);
+  const int groups = args.groups;
   if (groups <= 0 || channels % groups != 0)
     throw std::invalid_argument("group_norm: " + std::to_string(channels) + " channels of " + shape_str(x.shape()) +
                                 " cannot be split into " + std::to_string(groups) + " groups");
-  if (!(eps >= 0)) throw std::invalid_argument("group_norm: eps must be >= 0, got " + std::to_string(eps));
-  Tensor y(x.shape());
-  if (x.numel() == 0) return y;
+  if (!(args.eps >= 0)) throw std::invalid_argument("group_norm: eps must be >= 0, got " + std::to_string(args.eps));
+  GroupNormAffine a;
+  a.channels = channels;
+  a.silu = args.silu;
+  if (x.numel() == 0) return a;
   const int64_t positions = x.numel() / (batch * channels), group_size = channels / groups;
   const int64_t rows = batch * positions;
   const float* in = x.data();
@@ -117,10 +116,10 @@ Tensor group_norm(const Tensor& x, int groups, float eps, const float* gamma, co
   for (int64_t n = 0; n < batch; ++n)
     for (int64_t c = 0; c < channels; ++c) shift[n * channels + c] = in[n * positions * channels + c / group_size * group_size];
 
-  // Pass 1: per-slice, per-sample, per-channel moments.
-  const int slices = detail::threads_for(rows * channels, detail::kElementwiseGrain);
+  // Per-slice, per-sample, per-channel moments.
+  const int slices = threads_for(rows * channels, kElementwiseGrain);
   std::vector<double> sums(static_cast<size_t>(slices) * batch * channels * 2, 0.0);
-  detail::parallel_slices(rows, slices, [&](int slice, int64_t begin, int64_t end) {
+  parallel_slices(rows, slices, [&](int slice, int64_t begin, int64_t end) {
     double* sum = sums.data() + static_cast<size_t>(slice) * batch * channels * 2;
     double* sumsq = sum + batch * channels;
     for (int64_t r = begin; r < end;) {
@@ -132,11 +131,9 @@ Tensor group_norm(const Tensor& x, int groups, float eps, const float* gamma, co
   });
 
   // Group statistics -> per-channel affine parameters (N * C values: negligible work).
-  std::vector<ChannelAffine> affine;
-  affine.reserve(batch);
+  for (auto* v : {&a.mean_hi, &a.mean_lo, &a.scale, &a.beta}) v->resize(batch * channels);
   const double count = static_cast<double>(positions * group_size);
-  for (int64_t n = 0; n < batch; ++n) {
-    ChannelAffine& a = affine.emplace_back(channels);
+  for (int64_t n = 0; n < batch; ++n)
     for (int64_t g = 0; g < groups; ++g) {
       double sum = 0, sumsq = 0;
       for (int s = 0; s < slices; ++s) {
@@ -148,24 +145,33 @@ Tensor group_norm(const Tensor& x, int groups, float eps, const float* gamma, co
       }
       const double shifted_mean = sum / count;
       const double var = std::max(0.0, sumsq / count - shifted_mean * shifted_mean);
-      const double rstd = 1.0 / std::sqrt(var + eps);
+      const double rstd = 1.0 / std::sqrt(var + args.eps);
       const SplitMean mean(shift[n * channels + g * group_size] + shifted_mean);
       for (int64_t c = g * group_size; c < (g + 1) * group_size; ++c) {
-        a.mean_hi[c] = mean.hi;
-        a.mean_lo[c] = mean.lo;
-        a.scale[c] = static_cast<float>(rstd * (gamma ? gamma[c] : 1.0));
-        a.beta[c] = beta ? beta[c] : 0.f;
+        const int64_t i = n * channels + c;
+        a.mean_hi[i] = mean.hi;
+        a.mean_lo[i] = mean.lo;
+        a.scale[i] = static_cast<float>(rstd * (args.gamma ? args.gamma[c] : 1.0));
+        a.beta[i] = args.beta ? args.beta[c] : 0.f;
       }
     }
-  }
+  return a;
+}
 
-  // Pass 2: normalise (same slices, so cache-resident tensors are read from the same core).
+}  // namespace detail
+
+Tensor group_norm(const Tensor& x, int groups, float eps, const float* gamma, const float* beta, bool silu) {
+  const detail::GroupNormAffine a = detail::group_norm_affine(x, {groups, eps, gamma, beta, silu});
+  Tensor y(x.shape());
+  if (x.numel() == 0) return y;
+  const int64_t channels = a.channels, positions = x.numel() / (x.dim(0) * channels), rows = x.dim(0) * positions;
+  // The statistics' slices, so cache-resident tensors are read from the same core.
+  const int slices = detail::threads_for(rows * channels, detail::kElementwiseGrain);
   detail::parallel_slices(rows, slices, [&](int, int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end;) {
-      const int64_t n = r / positions, sample_end = std::min(end, (n + 1) * positions);
-      const ChannelAffine& a = affine[n];
-      normalize_rows(in + r * channels, y.data() + r * channels, sample_end - r, channels, a.mean_hi.data(),
-                     a.mean_lo.data(), a.scale.data(), a.beta.data(), silu);
+      const int64_t n = r / positions, sample_end = std::min(end, (n + 1) * positions), at = n * channels;
+      normalize_rows(x.data() + r * channels, y.data() + r * channels, sample_end - r, channels, a.mean_hi.data() + at,
+                     a.mean_lo.data() + at, a.scale.data() + at, a.beta.data() + at, silu);
       r = sample_end;
     }
   });

@@ -48,6 +48,15 @@ StoredWeightsUse stored_weights_use();
 // std::invalid_argument when the layout does not describe weights of that shape.
 Tensor unpack_stored_weights(const StoredWeights& weights, const Shape& shape);
 
+// A GroupNorm's arguments (see group_norm), for a convolution that normalises its own input.
+struct GroupNormArgs {
+  int groups;
+  float eps;
+  const float* gamma;  // [C] or null (1)
+  const float* beta;   // [C] or null (0)
+  bool silu;           // x * sigmoid(x) after the affine
+};
+
 // 2-D convolution with square kernel, symmetric zero padding. Weights are packed into the
 // kernel's layout once, at construction; primitives are created once per input shape.
 // Precision (see core/dtype.h): FP32 runs 3x3 stride-1 convolutions of 16-multiple channel
@@ -76,6 +85,14 @@ class Conv2d {
 
   // x: [N, H, W, cin] -> [N, Ho, Wo, cout]. If residual is given (output shape), it is added.
   Tensor operator()(const Tensor& x, const Tensor* residual = nullptr) const;
+
+  // conv(group_norm(x, norm)) and conv(upsample_nearest2x(x)), equal bit for bit to those
+  // calls. On the Winograd path the normalisation or the upsampling happens inside the layout
+  // conversion the kernel needs anyway, so the intermediate map is never stored (the VAE
+  // decoder's largest are 64 MB at 256x256) and is written and read once less; on the other
+  // paths the map is made first.
+  Tensor normalized(const Tensor& x, const GroupNormArgs& norm, const Tensor* residual = nullptr) const;
+  Tensor upsampled(const Tensor& x, const Tensor* residual = nullptr) const;
 
   int in_channels() const;
   int out_channels() const;

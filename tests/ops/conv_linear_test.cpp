@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <ostream>
@@ -241,6 +242,85 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{2, 131, 37, 32, 16, 3, 1, 1, false, true},    // batch 2, odd width, cin != cout
                       ConvCase{1, 250, 48, 16, 32, 3, 1, 0, true, false},   // no padding: every band has real halos
                       ConvCase{1, 260, 32, 128, 64, 3, 1, 1, true, true}));  // VAE-like channel counts
+
+// ---- Convolutions that make their own input: GroupNorm or 2x upsampling on the fly ----
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
+}
+
+struct MadeInputCase {
+  const char* name;
+  int batch, height, width, cin, cout;
+  Precision precision;
+  size_t band_budget;  // 0: the smallest bands allowed
+};
+
+void PrintTo(const MadeInputCase& c, std::ostream* os) { *os << c.name; }
+
+class MadeInput : public ::testing::TestWithParam<MadeInputCase> {};
+
+// conv.normalized(x, norm) is conv(group_norm(x, norm)) and conv.upsampled(x) is
+// conv(upsample_nearest2x(x)), bit for bit: fused into the Winograd path's layout conversion
+// (whole or in bands, where halo rows come from the neighbouring bands), and made first on a
+// direct path (bf16 here).
+TEST_P(MadeInput, EqualsMakingTheInputFirst) {
+  const MadeInputCase c = GetParam();
+  const BandBudget scope(c.band_budget);
+  const std::vector<float> w = random_vector(static_cast<size_t>(c.cout) * c.cin * 9, 40, -0.2f, 0.2f);
+  const std::vector<float> b = random_vector(c.cout, 41);
+  const std::vector<float> gamma = random_vector(c.cin, 42, 0.5f, 1.5f), beta = random_vector(c.cin, 43);
+  const Conv2d conv(w.data(), b.data(), c.cin, c.cout, 3, 1, 1, c.precision);
+  // Statistics far from zero mean and unit variance, as the VAE's maps have.
+  const Tensor x = random_tensor({c.batch, c.height, c.width, c.cin}, 44, 3.f, 11.f);
+  const Tensor residual = random_tensor({c.batch, c.height, c.width, c.cout}, 45);
+  for (const bool silu : {true, false})
+    for (const Tensor* res : {static_cast<const Tensor*>(nullptr), &residual}) {
+      const GroupNormArgs norm{8, 1e-6f, gamma.data(), beta.data(), silu};
+      const Tensor made = conv(group_norm(x, norm.groups, norm.eps, norm.gamma, norm.beta, norm.silu), res);
+      EXPECT_TRUE(same_bits(conv.normalized(x, norm, res), made)) << "silu " << silu << ", residual " << (res != nullptr);
+    }
+  const Tensor small = random_tensor({c.batch, c.height / 2, c.width / 2, c.cin}, 46);
+  const Tensor up_residual = random_tensor({c.batch, c.height / 2 * 2, c.width / 2 * 2, c.cout}, 47);
+  EXPECT_TRUE(same_bits(conv.upsampled(small), conv(upsample_nearest2x(small))));
+  EXPECT_TRUE(same_bits(conv.upsampled(small, &up_residual), conv(upsample_nearest2x(small), &up_residual)));
+
+  const std::string kernel = conv.implementation(x.shape());
+  if (c.precision == Precision::FP32 && runnable_precision(Precision::BF16) == Precision::BF16)  // an AVX-512 CPU
+    EXPECT_NE(kernel.find(c.band_budget == 0 ? "winograd in" : "winograd"), std::string::npos) << kernel;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Paths, MadeInput,
+    ::testing::Values(MadeInputCase{"winograd", 1, 24, 20, 32, 16, Precision::FP32, SIZE_MAX},
+                      MadeInputCase{"winograd_in_bands", 2, 132, 38, 32, 48, Precision::FP32, 0},
+                      MadeInputCase{"direct_bf16", 1, 24, 20, 32, 16, Precision::BF16, SIZE_MAX}),
+    [](const ::testing::TestParamInfo<MadeInputCase>& info) { return std::string(info.param.name); });
+
+TEST(MadeInput, BadInputsThrowNamingTheProblem) {
+  const std::vector<float> w = random_vector(16 * 16 * 9, 48);
+  const Conv2d conv(w.data(), nullptr, 16, 16, 3, 1, 1);
+  const Tensor x = random_tensor({1, 24, 20, 16}, 49);
+  const auto message = [](auto&& call) {
+    try {
+      call();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  EXPECT_NE(message([&] { conv.normalized(x, {5, 1e-6f, nullptr, nullptr, true}); }).find("cannot be split into 5 groups"),
+            std::string::npos);
+  EXPECT_NE(message([&] { conv.normalized(x, {4, -1.f, nullptr, nullptr, true}); }).find("eps must be >= 0"),
+            std::string::npos);
+  EXPECT_NE(message([&] { conv.normalized(random_tensor({1, 24, 20, 8}, 50), {4, 1e-6f, nullptr, nullptr, true}); })
+                .find("must be NHWC [N, H, W, 16]"),
+            std::string::npos);
+  EXPECT_NE(message([&] { conv.upsampled(random_tensor({24, 20, 16}, 51)); }).find("to upsample must be NHWC"),
+            std::string::npos);
+  const Tensor wrong_residual = random_tensor({1, 24, 20, 16}, 52);  // the input's size, not the upsampled one
+  EXPECT_NE(message([&] { conv.upsampled(x, &wrong_residual); }).find("does not match the output"), std::string::npos);
+}
 
 std::vector<double> linear_reference(const Tensor& x, const std::vector<float>& w, const float* bias, int out,
                                      const Tensor* residual) {
