@@ -1,5 +1,7 @@
 #include "models/clip_text.h"
 
+#include "core/dtype.h"
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -36,6 +38,12 @@ Tensor ClipEncoderLayer::forward(const Tensor& x) const {
 ClipTextModel::ClipTextModel(const ClipTextConfig& c, const Weights& w) : config_(c) {
   const Weights tm = w["text_model"];
   token_embedding = tm["embeddings"]["token_embedding"].tensor("weight", {c.vocab_size, c.hidden_size});
+  if (ops::runnable_precision(w.precision()) == Precision::BF16) {
+    token_embedding_bf16.resize(token_embedding.numel());
+    convert_from_f32(token_embedding.data(), token_embedding.numel(), DType::BF16,
+                     reinterpret_cast<uint8_t*>(token_embedding_bf16.data()));
+    token_embedding = Tensor();
+  }
   position_embedding =
       tm["embeddings"]["position_embedding"].tensor("weight", {c.max_position_embeddings, c.hidden_size});
   for (int i = 0; i < c.num_hidden_layers; ++i) layers.emplace_back(tm["encoder"]["layers"][i], c);
@@ -58,10 +66,14 @@ Tensor ClipTextModel::forward(const std::vector<std::vector<int32_t>>& ids) cons
       if (id < 0 || id >= config_.vocab_size)
         throw std::invalid_argument("token id " + std::to_string(id) + " outside the vocabulary (0.." +
                                     std::to_string(config_.vocab_size - 1) + ")");
-      const float* tok = token_embedding.data() + static_cast<int64_t>(id) * d;
+      const int64_t row = static_cast<int64_t>(id) * d;
       const float* pos = position_embedding.data() + t * d;
       float* out = h.data() + (b * tokens + t) * d;
-      for (int64_t i = 0; i < d; ++i) out[i] = tok[i] + pos[i];
+      if (token_embedding_bf16.empty()) {
+        for (int64_t i = 0; i < d; ++i) out[i] = token_embedding.data()[row + i] + pos[i];
+      } else {
+        for (int64_t i = 0; i < d; ++i) out[i] = bf16_to_f32(token_embedding_bf16[row + i]) + pos[i];
+      }
     }
   }
   if (trace) trace->push_back(h.clone());
