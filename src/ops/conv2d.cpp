@@ -373,11 +373,12 @@ struct Conv2d::Impl {
     return PlanKey{1, size, size, false, num_threads()};
   }
 
-  // Winograd needs 3x3, stride 1, padding <= 1 and whole channel blocks; the layer qualifies
+  // Winograd needs 3x3, stride 1, padding <= 1, whole channel blocks and weights whose per-call
+  // transform fits kWinogradWeightScratchBytes; the layer qualifies
   // if oneDNN has fast Winograd and direct kernels on OIhw16i16o weights for it.
   bool winograd_works() const {
     if (precision != Precision::FP32 || kernel != 3 || stride != 1 || padding > 1 || cin % kChannelBlock != 0 ||
-        cout % kChannelBlock != 0)
+        cout % kChannelBlock != 0 || detail::winograd_weight_scratch_bytes(cin, cout) > detail::kWinogradWeightScratchBytes)
       return false;
     try {
       const PlanKey key = packing_key();

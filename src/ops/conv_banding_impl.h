@@ -19,6 +19,16 @@ struct RowBand {
 // transformed tiles (36/16 floats per pixel and channel, input and output side).
 constexpr size_t kWinogradBandBytes = size_t{64} << 20;
 
+// oneDNN's Winograd transforms the weights on every call into its scratchpad, 6x6 floats per
+// input and output channel pair (1920 -> 640 channels: 177 MB). Layers whose transformed weights
+// would take more than this run direct instead: the UNet's widest up-block convolutions in fp32,
+// at a few ms each, rather than ~180 MB more peak memory. Every VAE layer (512 -> 512: 38 MB)
+// stays on Winograd.
+constexpr size_t kWinogradWeightScratchBytes = size_t{64} << 20;
+constexpr size_t winograd_weight_scratch_bytes(int64_t cin, int64_t cout) {
+  return static_cast<size_t>(cin) * static_cast<size_t>(cout) * 36 * sizeof(float);
+}
+
 // A band covers at least this many output pixels: each call transforms the weights again
 // (oneDNN's per-call weight transform), which stays negligible from about here up.
 constexpr int64_t kWinogradBandMinPixels = 4096;

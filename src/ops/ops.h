@@ -61,7 +61,8 @@ struct GroupNormArgs {
 // kernel's layout once, at construction; primitives are created once per input shape.
 // Precision (see core/dtype.h): FP32 runs 3x3 stride-1 convolutions of 16-multiple channel
 // counts as Winograd F(4x4, 3x3) (weights transformed per call, so no bigger copy is kept)
-// when the output has at least 256 pixels, where that is faster; other shapes run direct.
+// when the output has at least 256 pixels and the transformed weights take at most 64 MB,
+// where that is faster; other shapes run direct.
 // BF16 and INT8 run direct. INT8 layers with fewer than 16 input or output channels (SD's
 // conv_in and conv_out) run BF16: int8 saves no time there and its error would land on the
 // model's output. Every call is thread-safe.

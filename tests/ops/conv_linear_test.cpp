@@ -9,6 +9,7 @@
 #include <ostream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ops/conv_banding_impl.h"
@@ -183,6 +184,21 @@ TEST(WinogradRowBands, CoverTheRowsInTileAlignedBandsWithinBudget) {
   }
   // The VAE's largest layer at 256x256 (256 channels in and out): bands of 32 rows.
   EXPECT_EQ(detail::winograd_row_bands(1, 256, 256, 256, 256, detail::kWinogradBandBytes).size(), 8u);
+}
+
+// Winograd transforms the weights into its scratchpad on every call; layers where that would
+// exceed kWinogradWeightScratchBytes (the UNet's 1920 -> 640 up-block convolution: 177 MB) run
+// direct, the VAE's widest (512 -> 512: 38 MB) stay on Winograd.
+TEST(Conv2d, WinogradOnlyWhereItsWeightTransformFitsTheBudget) {
+  if (runnable_precision(Precision::BF16) != Precision::BF16) GTEST_SKIP() << "Winograd needs an AVX-512 CPU";
+  EXPECT_GT(detail::winograd_weight_scratch_bytes(1920, 640), detail::kWinogradWeightScratchBytes);
+  EXPECT_LE(detail::winograd_weight_scratch_bytes(512, 512), detail::kWinogradWeightScratchBytes);
+  for (const auto [cin, cout, winograd] : {std::tuple{1920, 640, false}, std::tuple{512, 512, true}}) {
+    const std::vector<float> w = random_vector(static_cast<size_t>(cin) * cout * 9, 60, -0.01f, 0.01f);
+    const Conv2d conv(w.data(), nullptr, cin, cout, 3, 1, 1);
+    const std::string kernel = conv.implementation({1, 16, 16, cin});
+    EXPECT_EQ(kernel.find("winograd") != std::string::npos, winograd) << cin << " -> " << cout << ": " << kernel;
+  }
 }
 
 // Sets the band budget of the plans created while it lives.
