@@ -100,11 +100,14 @@ void nhwc_to_blocked(const float* nhwc, float* blocked, int64_t channels, int64_
     }
 }
 
+// Pixel by pixel, so each pixel's NHWC row is written whole and in order (block by block
+// instead wrote one cache line per pixel and pass: ~1.8x the time, on maps far larger than the
+// caches).
 LCMD_VECTOR_CLONES
 void blocked_to_nhwc(const float* blocked, const float* residual, float* nhwc, int64_t channels, int64_t pixels,
                      int64_t begin, int64_t end) {
-  for (int64_t b = 0; b < channels / kChannelBlock; ++b)
-    for (int64_t p = begin; p < end; ++p) {
+  for (int64_t p = begin; p < end; ++p)
+    for (int64_t b = 0; b < channels / kChannelBlock; ++b) {
       const int64_t offset = p * channels + b * kChannelBlock;
       const float* from = blocked + (b * pixels + p) * kChannelBlock;
       if (residual) {
