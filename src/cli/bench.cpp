@@ -173,7 +173,8 @@ void print_table(const RunSummary& s, double peak) {
   row("vae decode", s.vae_decode_ms, s.vae_decode_gmac);
   row("png", s.png_ms, 0);
   row("total", s.total_ms, 0);
-  std::printf("  %-14s %9.0f MB\n", "peak RSS", s.peak_rss_mb);
+  // ru_maxrss is in KiB: MiB here and in the JSON's peak_rss_mb, decimal GB beside it.
+  std::printf("  %-14s %9.0f MiB (%.2f GB)\n", "peak RSS", s.peak_rss_mb, s.peak_rss_mb * 1048576.0 / 1e9);
 }
 
 }  // namespace
