@@ -14,8 +14,8 @@ bool fast_bf16(const CpuInfo& cpu) { return cpu.avx512_bf16 || cpu.amx; }
 }  // namespace
 
 PipelinePrecision resolve_precision(const std::string& name, const CpuInfo& cpu) {
-  PipelinePrecision p;  // fp32 everywhere; the VAE stays fp32 in every mode (its fp32 Winograd
-                        // convolutions beat bf16 direct ones and are exact)
+  PipelinePrecision p;  // fp32 everywhere. The VAE stays fp32 in fp32 and bf16 (its fp32 Winograd
+                        // convolutions beat bf16 direct ones and are exact); int8 runs it int8.
   if (name == "fp32") return p;
   if (name == "bf16" || ((name == "auto" || name.empty()) && fast_bf16(cpu))) {
     p.text_encoder = p.unet = ops::runnable_precision(Precision::BF16);
@@ -23,7 +23,11 @@ PipelinePrecision resolve_precision(const std::string& name, const CpuInfo& cpu)
   }
   if (name == "int8") {
     p.text_encoder = fast_bf16(cpu) ? ops::runnable_precision(Precision::BF16) : Precision::FP32;
-    p.unet = ops::runnable_precision(Precision::INT8);
+    // The VAE decoder too: int8 direct convolutions take 0.89 s where fp32 Winograd takes 1.27 s
+    // (256x256), and the image stays at 44 dB PSNR against fp32 on the full-size random model.
+    // Not in the default mode: real VAE weights may have the activation outliers per-tensor int8
+    // handles worst, and the default must not depend on that.
+    p.unet = p.vae = ops::runnable_precision(Precision::INT8);
     return p;
   }
   if (name == "auto" || name.empty()) return p;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/cpu.h"
+#include "core/error.h"
 #include "models/unet.h"
 #include "ops/ops.h"
 #include "pipeline/precision.h"
@@ -72,6 +73,22 @@ TEST_P(PrecisionAccuracy, ImagesAgainstTheFp32Engine) {
     const GenerateResult a = fp32->run(req, 42), b = fast->run(req, 42);
     EXPECT_GE(psnr(a.rgb, b.rgb), mode.min_psnr_db) << mode.name << " at " << size;
   }
+}
+
+// Which precision each model runs at per mode, on a CPU with AVX512-BF16 and VNNI (as oneDNN
+// sees this one) and on one without: the VAE stays exact fp32 outside the int8 mode.
+TEST(PrecisionModes, EachModelsPrecisionPerMode) {
+  CpuInfo fast_cpu = cpu_info();
+  fast_cpu.avx512_bf16 = true;
+  const PipelinePrecision bf16 = resolve_precision("bf16", fast_cpu), int8 = resolve_precision("int8", fast_cpu);
+  EXPECT_EQ(bf16.vae, Precision::FP32);
+  EXPECT_EQ(int8.vae, int8.unet);  // int8 where the CPU has VNNI, else both fp32
+  EXPECT_EQ(int8.unet, ops::runnable_precision(Precision::INT8));
+  EXPECT_EQ(resolve_precision("fp32", fast_cpu).vae, Precision::FP32);
+  CpuInfo plain_cpu = cpu_info();
+  plain_cpu.avx512_bf16 = plain_cpu.amx = false;
+  EXPECT_EQ(resolve_precision("auto", plain_cpu).unet, Precision::FP32);
+  EXPECT_THROW(resolve_precision("int4", fast_cpu), InputError);
 }
 
 INSTANTIATE_TEST_SUITE_P(FastModes, PrecisionAccuracy,
