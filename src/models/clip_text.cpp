@@ -1,10 +1,10 @@
 #include "models/clip_text.h"
 
-#include "core/dtype.h"
-
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+
+#include "core/dtype.h"
 
 namespace lcmd {
 
