@@ -5,6 +5,8 @@
 // bf16 precision computes with, so its images equal the folder's at that precision.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -139,6 +141,24 @@ TEST(PackedPipeline, AutoPackStoresTheDefaultPrecisionsDtypes) {
   const auto index = read_json_file(test::golden_dir() / "tiny-lcm-cases/index.json");
   const auto& run = index["pipeline"][5];
   EXPECT_EQ(generate(packed, run, "bf16").png, generate(tiny_lcm(), run, "bf16").png);
+}
+
+// The int8 mode quantizes a packed model's stored layers at load (the UNet's bf16, the VAE's fp32
+// Winograd layout): its image stays within the int8 bound of the fp32 engine's (30 dB PSNR).
+TEST(PackedPipeline, AutoPackRunsInt8) {
+  if (ops::runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no VNNI";
+  test::TempDir dir;
+  const fs::path packed = dir.path() / "auto.lcmd";
+  pack_model(tiny_lcm(), packed, PackOptions{});
+  const auto index = read_json_file(test::golden_dir() / "tiny-lcm-cases/index.json");
+  const auto& run = index["pipeline"][5];
+  const GenerateResult exact = generate(tiny_lcm(), run), int8 = generate(packed, run, "int8");
+  ASSERT_EQ(exact.rgb.size(), int8.rgb.size());
+  double squared = 0;
+  for (size_t i = 0; i < exact.rgb.size(); ++i) squared += std::pow(double(exact.rgb[i]) - int8.rgb[i], 2);
+  const double mse = squared / static_cast<double>(exact.rgb.size());
+  EXPECT_GT(mse, 0.0) << "int8 should not be bit-identical to fp32: is it running?";
+  EXPECT_GE(10 * std::log10(255.0 * 255.0 / mse), 30.0);
 }
 
 TEST(PackedPipeline, BadPackRequestsChangeNothing) {
