@@ -403,15 +403,6 @@ struct Conv2d::Impl {
     return std::nullopt;
   }
 
-  // The weights as float32 [cout, cin, k, k] (for quantizing): given's own data when it is that
-  // already, else a re-laid-out copy in `buffer`.
-  const float* plain_f32(const memory& given, std::vector<float>& buffer) const {
-    const memory::dims dims{cout, cin, kernel, kernel};
-    if (given.get_desc() == memory::desc(dims, dt::f32, tag::oihw)) return static_cast<const float*>(given.get_data_handle());
-    buffer = detail::to_plain_f32(given, dims, tag::oihw);
-    return buffer.data();
-  }
-
   // Packs `given` ([cout, cin, k, k] in any layout and float dtype) into the layout this layer
   // computes on. `in_place`: given's data outlives the layer (a packed model's mapping), so
   // weights already in that layout are used as they are, without a copy.
@@ -420,19 +411,8 @@ struct Conv2d::Impl {
     std::optional<detail::Int8Weights> quantized;
     std::optional<dnnl::convolution_forward::primitive_desc> pd;
     if (!winograd_capable) {
-      if (precision == Precision::INT8) {  // the output scales are part of the primitive
-        std::vector<float> buffer;
-        quantized = detail::quantize_per_channel(plain_f32(given, buffer), cout, static_cast<int64_t>(cin) * kernel * kernel);
-        int8.weight_scales = quantized->scales;
-      }
-      pd = packing_pd();
-      if (!pd && precision != Precision::FP32) {
-        detail::note_layer_fallback(precision, describe());
-        precision = Precision::FP32;
-        quantized.reset();
-        int8 = {};
-        pd = packing_pd();
-      }
+      pd = detail::packing_pd_or_fp32(precision, describe(), given, {cout, cin, kernel, kernel}, tag::oihw, cout, int8,
+                                      quantized, [&] { return packing_pd(); });
       if (!pd) throw std::runtime_error(describe() + ": oneDNN has no convolution for this layer");
     }
     const memory::desc target = winograd_capable ? winograd_weights() : pd->weights_desc();

@@ -115,32 +115,13 @@ struct Linear::Impl {
     return std::nullopt;
   }
 
-  // The weights as float32 [out, in] row-major (for quantizing): given's own data when it is
-  // that already, else a re-laid-out copy in `buffer`.
-  const float* plain_f32(const memory& given, std::vector<float>& buffer) const {
-    if (given.get_desc() == memory::desc({in, out}, dt::f32, tag::ba)) return static_cast<const float*>(given.get_data_handle());
-    buffer = detail::to_plain_f32(given, {in, out}, tag::ba);
-    return buffer.data();
-  }
-
   // Packs `given` (matmul's B = W^T [in, out], in any layout and float dtype) into the layout
   // this layer computes on. `in_place`: given's data outlives the layer (a packed model's
   // mapping), so weights already in that layout are used as they are, without a copy.
   void pack_weights(const memory& given, bool in_place) {
     std::optional<detail::Int8Weights> quantized;
-    if (precision == Precision::INT8) {  // the output scales are part of the primitive
-      std::vector<float> buffer;
-      quantized = detail::quantize_per_channel(plain_f32(given, buffer), out, in);
-      int8.weight_scales = quantized->scales;
-    }
-    std::optional<dnnl::matmul::primitive_desc> pd = packing_pd();
-    if (!pd && precision != Precision::FP32) {
-      detail::note_layer_fallback(precision, describe());
-      precision = Precision::FP32;
-      quantized.reset();
-      int8 = {};
-      pd = packing_pd();
-    }
+    const std::optional<dnnl::matmul::primitive_desc> pd = detail::packing_pd_or_fp32(
+        precision, describe(), given, {in, out}, tag::ba, out, int8, quantized, [&] { return packing_pd(); });
     if (!pd) throw std::runtime_error(describe() + ": oneDNN has no matrix product for this layer");
     std::optional<memory> int8_values;
     if (quantized) int8_values = detail::wrap_memory({{in, out}, dt::s8, tag::ba}, quantized->values.data());

@@ -191,6 +191,16 @@ void convert_to_bf16(const float* x, uint16_t* y, int64_t n) {
   parallel_range(n, kElementwiseGrain, [&](int64_t begin, int64_t end) { bf16_kernel(x + begin, y + begin, end - begin); });
 }
 
+Int8Weights quantize_weights(const dnnl::memory& given, const dnnl::memory::dims& dims, dnnl::memory::format_tag plain,
+                             int64_t channels) {
+  int64_t total = 1;
+  for (const int64_t d : dims) total *= d;
+  if (given.get_desc() == dnnl::memory::desc(dims, dt::f32, plain))
+    return quantize_per_channel(static_cast<const float*>(given.get_data_handle()), channels, total / channels);
+  const std::vector<float> values = to_plain_f32(given, dims, plain);
+  return quantize_per_channel(values.data(), channels, total / channels);
+}
+
 SourceArguments::SourceArguments(Precision precision, const float* x, int64_t elements,
                                  const dnnl::memory::desc& source_desc, const ReorderStep* convert,
                                  const dnnl::memory& bias, const Int8Scaling* int8)

@@ -6,6 +6,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -78,6 +80,36 @@ struct Int8Scaling {
   std::vector<float> weight_scales;  // per output channel
   std::vector<float> bias;           // the float32 bias, empty if the layer has none
 };
+
+// Weights `given` (any layout and float dtype) quantized per output channel: read as float32 in
+// the order `plain`, whose outermost of `dims` are the `channels` output channels (oihw for a
+// convolution, ba for a matmul's [in, out] weights).
+Int8Weights quantize_weights(const dnnl::memory& given, const dnnl::memory::dims& dims, dnnl::memory::format_tag plain,
+                             int64_t channels);
+
+// The primitive a layer packs its weights for, make_pd() at the layer's `precision`: for INT8
+// the weights are quantized first (`quantized`, and their scales in `int8`), the output scales
+// being part of the primitive. Where oneDNN has no fast kernel at that precision (make_pd() is
+// empty), the layer runs FP32 instead: a one-time note naming it, `precision` set to FP32 and
+// the int8 state cleared. Empty when there is no FP32 kernel either.
+template <class MakePd>
+auto packing_pd_or_fp32(Precision& precision, const std::string& layer, const dnnl::memory& given,
+                        const dnnl::memory::dims& dims, dnnl::memory::format_tag plain, int64_t channels,
+                        Int8Scaling& int8, std::optional<Int8Weights>& quantized, MakePd make_pd) {
+  if (precision == Precision::INT8) {
+    quantized = quantize_weights(given, dims, plain, channels);
+    int8.weight_scales = quantized->scales;
+  }
+  auto pd = make_pd();
+  if (!pd && precision != Precision::FP32) {
+    note_layer_fallback(precision, layer);
+    precision = Precision::FP32;
+    quantized.reset();
+    int8 = {};
+    pd = make_pd();
+  }
+  return pd;
+}
 
 // y[i] = x[i] rounded to bfloat16 (nearest even), on all threads.
 void convert_to_bf16(const float* x, uint16_t* y, int64_t n);
