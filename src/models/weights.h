@@ -163,9 +163,16 @@ class RandomSource : public WeightSource {
 // convolutions and matrix products compute in (inherited by child scopes).
 class Weights {
  public:
-  explicit Weights(const WeightSource& source, Precision precision = Precision::FP32, std::string prefix = "")
-      : source_(&source), precision_(precision), prefix_(std::move(prefix)) {}
-  Weights operator[](const std::string& child) const { return Weights(*source_, precision_, prefix_ + child + "."); }
+  explicit Weights(const WeightSource& source, Precision precision = Precision::FP32, std::string prefix = "",
+                   ops::Bf16Convolution bf16_convolution = ops::Bf16Convolution::kDirect)
+      : source_(&source), precision_(precision), prefix_(std::move(prefix)), bf16_convolution_(bf16_convolution) {}
+  Weights operator[](const std::string& child) const {
+    return Weights(*source_, precision_, prefix_ + child + ".", bf16_convolution_);
+  }
+  // This scope with its convolutions' bf16 algorithm set (ops::Bf16Convolution).
+  Weights with_bf16_convolution(ops::Bf16Convolution algorithm) const {
+    return Weights(*source_, precision_, prefix_, algorithm);
+  }
   Weights operator[](int index) const { return (*this)[std::to_string(index)]; }
   Tensor tensor(const std::string& leaf, const Shape& shape) const { return source_->load(prefix_ + leaf, shape); }
   // A convolution's or linear layer's weight (see WeightSource::load_matrix, stored_layer and
@@ -181,11 +188,13 @@ class Weights {
   const std::string& prefix() const { return prefix_; }
   std::string describe() const { return source_->describe(); }  // e.g. the file, for messages
   Precision precision() const { return precision_; }
+  ops::Bf16Convolution bf16_convolution() const { return bf16_convolution_; }
 
  private:
   const WeightSource* source_;
   Precision precision_;
   std::string prefix_;
+  ops::Bf16Convolution bf16_convolution_;
 };
 
 }  // namespace lcmd

@@ -33,6 +33,7 @@
 #include "ops/ops.h"
 #include "ops/parallel_impl.h"
 #include "ops/quantize_impl.h"
+#include "ops/winograd_impl.h"
 #include "ops/work_counter.h"
 
 namespace lcmd::ops {
@@ -163,6 +164,33 @@ void upsampled_to_blocked(const float* image, int64_t width, int64_t first_row, 
     }
 }
 
+// Pixels [begin, end) of one image's GroupNorm output (see norm_impl.h), NHWC to NHWC.
+LCMD_VECTOR_CLONES
+void normalize_pixels(const float* nhwc, float* out, int64_t channels, int64_t begin, int64_t end, const float* mean_hi,
+                      const float* mean_lo, const float* scale, const float* beta, bool silu) {
+  for (int64_t p = begin; p < end; ++p) {
+    const float* from = nhwc + p * channels;
+    float* to = out + p * channels;
+    if (silu) {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c)
+        to[c] = detail::x_sigmoid(detail::group_normalized(from[c], mean_hi[c], mean_lo[c], scale[c], beta[c]), 1.f);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c)
+        to[c] = detail::group_normalized(from[c], mean_hi[c], mean_lo[c], scale[c], beta[c]);
+    }
+  }
+}
+
+// Rows [first, last) of an image upsampled 2x (nearest) from `image` (width pixels wide), NHWC.
+void upsample_rows(const float* image, int64_t width, int64_t channels, int64_t first, int64_t last, float* out) {
+  for (int64_t row = first; row < last; ++row)
+    for (int64_t col = 0; col < 2 * width; ++col)
+      std::memcpy(out + ((row - first) * 2 * width + col) * channels, image + ((row / 2) * width + col / 2) * channels,
+                  sizeof(float) * channels);
+}
+
 // What a convolution reads: a stored map, or one made from it as the Winograd path converts its
 // input (GroupNorm of it, or it upsampled 2x). `shape` is the convolution's input shape.
 struct ConvSource {
@@ -227,11 +255,13 @@ struct Conv2d::Impl {
   int cin = 0, cout = 0, kernel = 0, stride = 1, padding = 0;
   bool has_bias = false;
   Precision precision = Precision::FP32;
+  Bf16Convolution bf16_convolution = Bf16Convolution::kDirect;
   bool winograd_capable = false;    // weights are OIhw16i16o f32, usable by Winograd and direct
   std::optional<Linear> pointwise;  // set for 1x1, stride 1, no padding
   memory weights;                   // [cout, cin, k, k] packed, in weights_type(precision)
   memory bias;                      // [cout] float32
   detail::Int8Scaling int8;         // INT8 only
+  std::optional<detail::WinogradF2Bf16> winograd_f2;  // set for BF16 layers it runs (then `weights` is empty)
   std::mutex mutex;
   std::map<PlanKey, std::shared_ptr<const ConvPlan>> plans;
 
@@ -392,6 +422,13 @@ struct Conv2d::Impl {
     }
   }
 
+  // See Bf16Convolution (ops.h). Layers thinner than 16 channels (conv_in, conv_out) run
+  // direct: products over 4 channels are memory-bound either way.
+  bool winograd_f2_works() const {
+    return precision == Precision::BF16 && bf16_convolution == Bf16Convolution::kWinograd && kernel == 3 &&
+           stride == 1 && padding == 1 && std::min(cin, cout) >= kChannelBlock;
+  }
+
   // The direct primitive the packed layout is chosen for, or nothing if oneDNN has only its
   // reference loops (or nothing at all) at this precision.
   std::optional<dnnl::convolution_forward::primitive_desc> packing_pd() const {
@@ -407,6 +444,14 @@ struct Conv2d::Impl {
   // computes on. `in_place`: given's data outlives the layer (a packed model's mapping), so
   // weights already in that layout are used as they are, without a copy.
   void pack_weights(const memory& given, bool in_place) {
+    if (winograd_f2_works()) {
+      try {
+        const std::vector<float> plain = detail::to_plain_f32(given, {cout, cin, kernel, kernel}, tag::oihw);
+        winograd_f2.emplace(plain.data(), cin, cout);
+        return;
+      } catch (const std::runtime_error&) {  // no fast bf16 matmul for its products: run direct
+      }
+    }
     winograd_capable = winograd_works();
     std::optional<detail::Int8Weights> quantized;
     std::optional<dnnl::convolution_forward::primitive_desc> pd;
@@ -516,9 +561,44 @@ struct Conv2d::Impl {
     });
   }
 
+  // y = conv(source) (+ residual) on winograd_f2, making a source's rows band by band.
+  void run_winograd_f2(const ConvSource& source, const Tensor* residual, Tensor& y) const {
+    const Shape& in = source.shape;
+    const float* map = source.map.data();
+    detail::MakeRows make_rows;
+    if (source.norm) {
+      make_rows = [&](int64_t image, int64_t first, int64_t last, float* out) {
+        const detail::GroupNormAffine& a = *source.norm;
+        const int64_t at = image * cin;
+        const float* rows = map + (image * in[1] + first) * in[2] * cin;
+        detail::parallel_range((last - first) * in[2], std::max<int64_t>(1, detail::kElementwiseGrain / cin),
+                               [&](int64_t begin, int64_t end) {
+                                 normalize_pixels(rows, out, cin, begin, end, a.mean_hi.data() + at,
+                                                  a.mean_lo.data() + at, a.scale.data() + at, a.beta.data() + at,
+                                                  a.silu);
+                               });
+      };
+    } else if (source.upsampled) {
+      make_rows = [&](int64_t image, int64_t first, int64_t last, float* out) {
+        const int64_t width = source.map.dim(2);
+        const float* from = map + image * source.map.dim(1) * width * cin;
+        detail::parallel_range(last - first, std::max<int64_t>(1, detail::kElementwiseGrain / (2 * width * cin)),
+                               [&](int64_t begin, int64_t end) {
+                                 upsample_rows(from, width, cin, first + begin, first + end,
+                                               out + begin * 2 * width * cin);
+                               });
+      };
+    }
+    winograd_f2->run(in[0], in[1], in[2], source.is_stored_map() ? map : nullptr, make_rows,
+                     has_bias ? static_cast<const float*>(bias.get_data_handle()) : nullptr,
+                     residual ? residual->data() : nullptr, y.data(),
+                     std::min(detail::kWinogradF2BandBytes, detail::winograd_band_budget()));
+  }
+
   // True when calls of this key run on Winograd (creates and caches the plan).
   bool runs_winograd(const PlanKey& key) {
     if (pointwise || key.batch == 0) return false;
+    if (winograd_f2) return true;
     detail::sync_openmp_threads();
     return plan(key)->algorithm == ConvAlgorithm::kWinograd;
   }
@@ -530,6 +610,10 @@ struct Conv2d::Impl {
     if (key.batch == 0) return y;
     count_macs(static_cast<uint64_t>(y.numel()) * cin * kernel * kernel);
     detail::sync_openmp_threads();
+    if (winograd_f2) {
+      run_winograd_f2(source, residual, y);
+      return y;
+    }
     const auto conv_plan = plan(key);
     if (conv_plan->algorithm == ConvAlgorithm::kWinograd)
       run_winograd(*conv_plan, source, residual, y);
@@ -547,9 +631,10 @@ Conv2d::Conv2d(Conv2d&&) noexcept = default;
 Conv2d& Conv2d::operator=(Conv2d&&) noexcept = default;
 
 Conv2d::Conv2d(const float* weight, const float* bias, int cin, int cout, int kernel, int stride, int padding,
-               Precision precision)
+               Precision precision, Bf16Convolution bf16)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
+  m.bf16_convolution = bf16;
   const bool pointwise = m.init(cin, cout, kernel, stride, padding, bias, precision);
   if (!weight) throw std::invalid_argument(m.describe() + ": weight pointer is null");
   if (pointwise) {
@@ -561,9 +646,10 @@ Conv2d::Conv2d(const float* weight, const float* bias, int cin, int cout, int ke
 }
 
 Conv2d::Conv2d(const StoredWeights& weights, const float* bias, int cin, int cout, int kernel, int stride, int padding,
-               Precision precision)
+               Precision precision, Bf16Convolution bf16)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
+  m.bf16_convolution = bf16;
   if (m.init(cin, cout, kernel, stride, padding, bias, precision)) {
     m.pointwise.emplace(weights, bias, cin, cout, precision);
     m.precision = m.pointwise->precision();
@@ -575,6 +661,7 @@ Conv2d::Conv2d(const StoredWeights& weights, const float* bias, int cin, int cou
 StoredWeights Conv2d::stored_weights() const {
   if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
   if (impl_->pointwise) return impl_->pointwise->stored_weights();
+  if (impl_->winograd_f2) return {};  // transformed weights: not a layout of [cout, cin, 3, 3]
   const memory::desc md = impl_->weights.get_desc();
   return {detail::describe_layout(md), impl_->weights.get_data_handle(), md.get_size()};
 }
@@ -618,6 +705,7 @@ std::string Conv2d::implementation(const Shape& input) const {
   if (m.pointwise) return m.pointwise->implementation(key.batch * key.height * key.width);
   if (key.batch == 0) throw std::invalid_argument(m.describe() + ": batch must be positive to run a kernel");
   detail::sync_openmp_threads();
+  if (m.winograd_f2) return "bf16 winograd-f2 " + m.winograd_f2->implementation();
   const auto plan = m.plan(key);
   std::string algorithm = " direct ";
   if (plan->algorithm == ConvAlgorithm::kWinograd)

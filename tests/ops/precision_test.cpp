@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "ops/conv_banding_impl.h"
 #include "ops/ops.h"
 #include "ops/quantize_impl.h"
 #include "ops_test_util.h"
@@ -216,6 +217,66 @@ TEST_P(LinearPrecision, WithinTheBoundOfItsPrecision) {
 INSTANTIATE_TEST_SUITE_P(Precisions, LinearPrecision,
                          ::testing::Values(Precision::FP32, Precision::BF16, Precision::INT8),
                          [](const auto& info) { return std::string(precision_name(info.param)); });
+
+// BF16 convolutions allowed Winograd F(2x2, 3x3) (Bf16Convolution::kWinograd): within the bf16
+// bound of the double loops (measured ~4e-3 against direct bf16's ~2.3e-3), on odd sizes
+// (tiles past the edge), batches, residuals, no bias, and in many bands of tile rows; thin
+// layers and strided ones run direct.
+TEST(Bf16Winograd, WithinTheBf16BoundOnEveryShape) {
+  if (runnable_precision(Precision::BF16) != Precision::BF16) GTEST_SKIP() << "this CPU computes bf16 in fp32";
+  struct Case {
+    ConvCase conv;
+    size_t band_bytes;  // 0: the smallest bands (16 tiles)
+  };
+  const std::vector<Case> cases{
+      {{1, 32, 32, 64, 64, 3, 1, 1, true, false, "winograd-f2"}, SIZE_MAX},
+      {{2, 13, 11, 32, 48, 3, 1, 1, true, true, "winograd-f2"}, SIZE_MAX},   // odd sizes, batch 2
+      {{1, 16, 16, 320, 320, 3, 1, 1, false, true, "winograd-f2"}, SIZE_MAX},  // UNet width, no bias
+      {{2, 41, 9, 16, 32, 3, 1, 1, true, true, "winograd-f2"}, 0},            // 5 tiles wide: 5 bands/image
+      {{1, 3, 3, 32, 16, 3, 1, 1, true, false, "winograd-f2"}, SIZE_MAX},      // smaller than a band
+      {{1, 12, 12, 4, 32, 3, 1, 1, true, false, "direct"}, SIZE_MAX},          // conv_in: thin
+      {{1, 12, 10, 32, 3, 3, 1, 1, true, false, "direct"}, SIZE_MAX},          // conv_out: thin
+      {{1, 16, 16, 48, 32, 3, 2, 1, true, true, "direct"}, SIZE_MAX},          // stride 2
+  };
+  for (const Case& k : cases) {
+    const ConvCase& c = k.conv;
+    SCOPED_TRACE(case_name(c));
+    const int64_t fan_in = static_cast<int64_t>(c.cin) * 9;
+    const Tensor x = activations({c.batch, c.height, c.width, c.cin}, 70);
+    const std::vector<float> w = uniform(static_cast<size_t>(c.cout) * fan_in, fan_in, 71), b = uniform(c.cout, fan_in, 72);
+    const Tensor residual = activations({c.batch, out_size(c.height, c), out_size(c.width, c), c.cout}, 73);
+    const Tensor* res = c.residual ? &residual : nullptr;
+    const size_t saved = detail::winograd_band_budget();
+    detail::set_winograd_band_budget(k.band_bytes);
+    const Conv2d conv(w.data(), c.bias ? b.data() : nullptr, c.cin, c.cout, 3, c.stride, c.padding, Precision::BF16,
+                      Bf16Convolution::kWinograd);
+    const Tensor y = conv(x, res), again = conv(x, res);
+    detail::set_winograd_band_budget(saved);
+    const std::string impl = conv.implementation(x.shape());
+    EXPECT_EQ(impl.rfind("bf16 " + std::string(c.algorithm), 0), 0u) << impl;
+    ASSERT_EQ(y.shape(), (Shape{c.batch, out_size(c.height, c), out_size(c.width, c), c.cout}));
+    const double error = relative_l2(y, conv_reference(c, x, w, c.bias ? b.data() : nullptr, res));
+    EXPECT_LE(error, error_bound(Precision::BF16)) << impl;
+    EXPECT_GT(error, 1e-5) << impl;
+    EXPECT_EQ(0, std::memcmp(again.data(), y.data(), sizeof(float) * y.numel()));
+  }
+}
+
+// Bands change where the work is cut, not the arithmetic: any band size gives the same bits.
+TEST(Bf16Winograd, BandsGiveTheSameBits) {
+  const std::vector<float> w = uniform(48 * 32 * 9, 32 * 9, 74), b = uniform(48, 32 * 9, 75);
+  const Tensor x = activations({2, 37, 22, 32}, 76), residual = activations({2, 37, 22, 48}, 77);
+  std::vector<Tensor> outputs;
+  for (const size_t budget : {SIZE_MAX, size_t{1} << 20, size_t{0}}) {
+    const size_t saved = detail::winograd_band_budget();
+    detail::set_winograd_band_budget(budget);
+    const Conv2d conv(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, Bf16Convolution::kWinograd);
+    outputs.push_back(conv(x, &residual));
+    detail::set_winograd_band_budget(saved);
+  }
+  for (size_t i = 1; i < outputs.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(outputs[i].data(), outputs[0].data(), sizeof(float) * outputs[0].numel())) << i;
+}
 
 // The same layer called from several threads at once (each with its own shapes, so plans are
 // created concurrently too) gives the bits a lone call gives.

@@ -47,6 +47,22 @@ TEST(StoredWeights, ConvolutionsRebuiltFromTheirStoredWeightsComputeTheSame) {
   }
 }
 
+// A bf16 Winograd layer keeps only its transformed weights, which are no layout of
+// [cout, cin, 3, 3]: it stores none (a packed model keeps its values). Built from another
+// layer's stored weights, it transforms their values: the same as from those values directly.
+TEST(StoredWeights, Bf16WinogradLayersStoreValuesNotALayout) {
+  if (ops::runnable_precision(Precision::BF16) != Precision::BF16) GTEST_SKIP() << "this CPU computes bf16 in fp32";
+  const Tensor w = test::random_tensor({48, 32, 3, 3}, 8), b = test::random_tensor({48}, 9);
+  const Tensor x = test::random_tensor({1, 16, 16, 32}, 10);
+  const ops::Conv2d winograd(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
+  EXPECT_TRUE(winograd.stored_weights().layout.empty());
+  const ops::Conv2d fp32(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::FP32);
+  const Copied copy(fp32.stored_weights());
+  const ops::Conv2d rebuilt(copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
+  EXPECT_NE(rebuilt.implementation(x.shape()).find("winograd-f2"), std::string::npos);
+  EXPECT_EQ(values(rebuilt(x)), values(winograd(x)));
+}
+
 TEST(StoredWeights, LinearFromBf16StoredWeightsRunsFp32ByRelayingThemOut) {
   const Tensor w = test::random_tensor({40, 24}, 4), b = test::random_tensor({40}, 5), x = test::random_tensor({7, 24}, 6);
   const ops::Linear bf16(w.data(), b.data(), 24, 40, Precision::BF16);

@@ -1,0 +1,67 @@
+// Private to src/ops: 3x3 stride-1 convolution as Winograd F(2x2, 3x3) with bfloat16 products.
+//
+// oneDNN 2.6 has Winograd only in fp32 (F(4x4, 3x3), ~2.5x a direct fp32 convolution) and
+// direct bf16 convolutions (2x fp32). F(2x2, 3x3) does 16 products per 4 outputs where direct
+// does 36 (2.25x fewer), and its transforms only add and subtract, so rounding their results
+// to bf16 costs about what rounding the input does in a direct bf16 convolution. F(4x4, 3x3)
+// would save more, but its transforms multiply by up to 8 and bf16's 8-bit mantissa cannot
+// take that. The products run as one batched oneDNN bf16 matmul per band of tiles; the
+// transforms are hand-written here.
+#pragma once
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace lcmd::ops::detail {
+
+// Writes rows [begin, end) of image `image` of a convolution's input, NHWC (width x channels
+// floats per row), to `out`, using all threads. For inputs made on the fly (GroupNorm, 2x
+// upsampling) rather than stored.
+using MakeRows = std::function<void(int64_t image, int64_t begin, int64_t end, float* out)>;
+
+// Winograd F(2x2, 3x3) units: a 4x4 input tile gives a 2x2 output tile.
+constexpr int kWinogradF2Points = 16;
+
+// A band's working memory (its V and M). From 8 MB up the speed no longer changes measurably
+// (bench/ops_bench.cpp on the VAE's layers); the buffers are kept per thread, so more would
+// only be held.
+constexpr size_t kWinogradF2BandBytes = size_t{16} << 20;
+
+class WinogradF2Bf16 {
+ public:
+  // weight: [cout, cin, 3, 3] (PyTorch layout, float32); transformed and rounded to bf16 once.
+  WinogradF2Bf16(const float* weight, int64_t cin, int64_t cout);
+
+  // y [N, H, W, cout] = conv3x3(x, padding 1) + bias (+ residual), x [N, H, W, cin] either stored
+  // (`x`) or made band by band (`make_rows`, when x is null). bias and residual may be null.
+  // A band's transformed input and products take about band_bytes (see winograd_f2_band_tiles).
+  void run(int64_t batch, int64_t height, int64_t width, const float* x, const MakeRows& make_rows, const float* bias,
+           const float* residual, float* y, size_t band_bytes = kWinogradF2BandBytes) const;
+
+  // The oneDNN matmul the products run on, e.g. "brg:avx512_core_bf16".
+  std::string implementation() const;
+  size_t weight_bytes() const;
+
+ private:
+  struct Product {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul primitive;
+  };
+  const Product& product(int64_t tiles) const;  // cached per tile count
+
+  int64_t cin_, cout_;
+  dnnl::memory weights_;  // [16, cin, cout] bf16, in the matmul's preferred layout
+  mutable std::mutex mutex_;
+  mutable std::map<int64_t, Product> products_;
+};
+
+// Tiles per band for cin -> cout channels: the band's transformed input (bf16) and products
+// (f32) take about `budget` bytes.
+int64_t winograd_f2_band_tiles(int64_t cin, int64_t cout, size_t budget);
+
+}  // namespace lcmd::ops::detail
