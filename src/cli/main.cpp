@@ -54,7 +54,7 @@ commands:
             [--tokenizer DIR] [--config-dir DIR]
             One file with every weight in its compute dtype, the configs and the tokenizer, loaded
             with an mmap: pass it as --model to generate, serve, lambda, info. LoRAs are merged in.
-            --dtype auto: bf16 text encoder and UNet matrices, fp32 VAE (the default precision's).
+            --dtype auto: bf16 weights, as the default precision computes on them.
   make-random-model --like DIR --out DIR [--dtype fp32|fp16] [--tokenizer DIR] [--seed N]
             A model folder with DIR's configs and random weights (PyTorch default init).
   bench     [--model DIR | --random [--like ../shared/sd15] [--tokenizer DIR]] [--sizes 256,512]

@@ -446,8 +446,14 @@ struct Conv2d::Impl {
   void pack_weights(const memory& given, bool in_place) {
     if (winograd_f2_works()) {
       try {
-        const std::vector<float> plain = detail::to_plain_f32(given, {cout, cin, kernel, kernel}, tag::oihw);
-        winograd_f2.emplace(plain.data(), cin, cout);
+        const memory::desc plain_md({cout, cin, kernel, kernel}, dt::f32, tag::oihw);
+        if (given.get_desc() == plain_md) {
+          winograd_f2.emplace(static_cast<const float*>(given.get_data_handle()), cin, cout);
+        } else {
+          const std::vector<float> plain = detail::to_plain_f32(given, {cout, cin, kernel, kernel}, tag::oihw);
+          winograd_f2.emplace(plain.data(), cin, cout);
+        }
+        if (in_place) detail::count_stored_weights_use(false);  // stored untransformed: transformed here
         return;
       } catch (const std::runtime_error&) {  // no fast bf16 matmul for its products: run direct
       }
@@ -465,6 +471,21 @@ struct Conv2d::Impl {
     if (quantized)
       int8_values = detail::wrap_memory({{cout, cin, kernel, kernel}, dt::s8, tag::oihw}, quantized->values.data());
     weights = detail::keep_weights(given, int8_values, target, in_place);
+  }
+
+  // From stored Winograd-transformed weights (a bf16 Winograd layer's, see stored_weights):
+  // in place on this path, else transformed back into weights for this layer's own packing.
+  void pack_transformed(const memory& transformed) {
+    if (winograd_f2_works()) {
+      try {
+        winograd_f2.emplace(transformed, cin, cout, /*in_place=*/true);
+        return;
+      } catch (const std::runtime_error&) {  // no fast bf16 matmul: run direct
+      }
+    }
+    detail::count_stored_weights_use(false);
+    const std::vector<float> plain = detail::inverse_winograd_f2(transformed, cin, cout);
+    pack_weights(detail::wrap_memory({{cout, cin, kernel, kernel}, dt::f32, tag::oihw}, plain.data()), false);
   }
 
   // Geometry, precision and bias; true when the layer is a 1x1 product run by `pointwise`.
@@ -655,15 +676,18 @@ Conv2d::Conv2d(const StoredWeights& weights, const float* bias, int cin, int cou
     m.precision = m.pointwise->precision();
     return;
   }
-  m.pack_weights(detail::stored_weights_memory(weights, {cout, cin, kernel, kernel}), true);
+  if (kernel == 3 && detail::is_winograd_f2_layout(weights))
+    m.pack_transformed(detail::stored_weights_memory(weights, detail::winograd_f2_dims(cin, cout)));
+  else
+    m.pack_weights(detail::stored_weights_memory(weights, {cout, cin, kernel, kernel}), true);
 }
 
 StoredWeights Conv2d::stored_weights() const {
   if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
   if (impl_->pointwise) return impl_->pointwise->stored_weights();
-  if (impl_->winograd_f2) return {};  // transformed weights: not a layout of [cout, cin, 3, 3]
-  const memory::desc md = impl_->weights.get_desc();
-  return {detail::describe_layout(md), impl_->weights.get_data_handle(), md.get_size()};
+  const memory& weights = impl_->winograd_f2 ? impl_->winograd_f2->transformed_weights() : impl_->weights;
+  const memory::desc md = weights.get_desc();
+  return {detail::describe_layout(md), weights.get_data_handle(), md.get_size()};
 }
 
 Tensor Conv2d::operator()(const Tensor& x, const Tensor* residual) const {

@@ -93,5 +93,10 @@ std::vector<float> to_plain_f32(const dnnl::memory& weights, const dnnl::memory:
 // oneDNN's zero-point compensation). Layers built in place are counted (stored_weights_use).
 dnnl::memory keep_weights(const dnnl::memory& given, const std::optional<dnnl::memory>& int8_values,
                           const dnnl::memory::desc& target, bool in_place);
+// Counts a layer built from stored weights (stored_weights_use) that keep_weights does not see.
+void count_stored_weights_use(bool used_in_place);
+// True when stored weights hold a Winograd F(2x2, 3x3) transform (winograd_impl.h) rather than
+// a layout of the layer's own weights: their layout has rank 3.
+bool is_winograd_f2_layout(const StoredWeights& stored);
 
 }  // namespace lcmd::ops::detail

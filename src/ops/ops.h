@@ -45,6 +45,7 @@ StoredWeightsUse stored_weights_use();
 
 // Stored weights back as float32 in PyTorch's layout `shape` (a conv's [cout, cin, k, k], a
 // linear's [out, in] or [out, in, 1, 1]), e.g. to merge a LoRA into a packed model's weights.
+// Winograd-transformed weights are transformed back (exact up to their bf16 rounding).
 // std::invalid_argument when the layout does not describe weights of that shape.
 Tensor unpack_stored_weights(const StoredWeights& weights, const Shape& shape);
 
@@ -86,8 +87,8 @@ class Conv2d {
   // weights in `size` bytes.
   Conv2d(const StoredWeights& weights, const float* bias, int cin, int cout, int kernel, int stride, int padding,
          Precision precision, Bf16Convolution bf16 = Bf16Convolution::kDirect);
-  // The weights as this layer computes on them, for a packed model (layout empty for int8 and
-  // bf16 Winograd, whose weights are not a layout of [cout, cin, k, k]).
+  // The weights as this layer computes on them, for a packed model (layout empty for int8). A
+  // bf16 Winograd layer's are its transformed weights, dims [16, cin, cout].
   StoredWeights stored_weights() const;
   ~Conv2d();
   Conv2d(Conv2d&&) noexcept;

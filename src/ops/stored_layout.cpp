@@ -8,6 +8,7 @@
 
 #include "ops/dnnl_impl.h"
 #include "ops/ops.h"
+#include "ops/winograd_impl.h"
 
 #include <nlohmann/json.hpp>
 
@@ -123,8 +124,15 @@ dnnl::memory::desc layout_from_json(const std::string& text, const dnnl::memory:
 dnnl::memory keep_weights(const dnnl::memory& given, const std::optional<dnnl::memory>& int8_values,
                           const dnnl::memory::desc& target, bool in_place) {
   const bool reuse = in_place && !int8_values && given.get_desc() == target;
-  if (in_place) (reuse ? g_in_place : g_relaid).fetch_add(1);
+  if (in_place) count_stored_weights_use(reuse);
   return reuse ? given : relayout(int8_values ? *int8_values : given, target);
+}
+
+void count_stored_weights_use(bool used_in_place) { (used_in_place ? g_in_place : g_relaid).fetch_add(1); }
+
+bool is_winograd_f2_layout(const StoredWeights& stored) {
+  const nlohmann::json layout = nlohmann::json::parse(stored.layout, nullptr, false);
+  return layout.is_object() && layout.contains("dims") && layout["dims"].is_array() && layout["dims"].size() == 3;
 }
 
 std::vector<float> to_plain_f32(const dnnl::memory& weights, const dnnl::memory::dims& dims, dnnl::memory::format_tag tag) {
@@ -150,6 +158,15 @@ dnnl::memory stored_weights_memory(const StoredWeights& stored, const dnnl::memo
 }  // namespace detail
 
 Tensor unpack_stored_weights(const StoredWeights& weights, const Shape& shape) {
+  if (detail::is_winograd_f2_layout(weights)) {  // a bf16 Winograd layer's [16, cin, cout]
+    if (shape.size() != 4 || shape[2] != 3 || shape[3] != 3)
+      throw std::invalid_argument("stored weights: Winograd-transformed weights cannot have shape " + shape_str(shape));
+    const std::vector<float> plain = detail::inverse_winograd_f2(
+        detail::stored_weights_memory(weights, detail::winograd_f2_dims(shape[1], shape[0])), shape[1], shape[0]);
+    Tensor out(shape);
+    std::copy(plain.begin(), plain.end(), out.data());
+    return out;
+  }
   // Convolutions store [cout, cin, k, k]; linear layers (and 1x1 convolutions, which run as
   // one) store matmul's B = W^T, [in, out].
   const nlohmann::json layout = nlohmann::json::parse(weights.layout, nullptr, false);

@@ -111,11 +111,13 @@ void output_transform(const float* m, int64_t point_stride, int64_t slot, const 
   }
 }
 
-// U = G g G^T per (cout, cin) pair, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], as [16][cin][cout].
-std::vector<uint16_t> transform_weights(const float* weight, int64_t cin, int64_t cout) {
-  std::vector<uint16_t> u(static_cast<size_t>(kWinogradF2Points * cin * cout));
-  for (int64_t o = 0; o < cout; ++o)
-    for (int64_t i = 0; i < cin; ++i) {
+// U = G g G^T for input channels [first, last) and every output channel, into [16][cin][cout]:
+// G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]. Output channels innermost, so the writes are in order.
+LCMD_VECTOR_CLONES
+void transform_weights(const float* weight, int64_t cin, int64_t cout, int64_t first, int64_t last, uint16_t* u) {
+  for (int64_t i = first; i < last; ++i) {
+#pragma omp simd
+    for (int64_t o = 0; o < cout; ++o) {
       const float* g = weight + (o * cin + i) * 9;
       float gg[4][3];  // G g
       for (int k = 0; k < 3; ++k) {
@@ -130,7 +132,7 @@ std::vector<uint16_t> transform_weights(const float* weight, int64_t cin, int64_
         for (int b = 0; b < 4; ++b) u[((a * 4 + b) * cin + i) * cout + o] = to_bf16(row[b]);
       }
     }
-  return u;
+  }
 }
 
 constexpr int64_t kReferenceTiles = 256;  // the tile count the weights' layout is chosen for
@@ -139,24 +141,72 @@ memory::desc points_desc(int64_t tiles, int64_t channels, dt type) {
   return memory::desc({kWinogradF2Points, tiles, channels}, type, tag::abc);
 }
 
-}  // namespace
-
-int64_t winograd_f2_band_tiles(int64_t cin, int64_t cout, size_t budget) {
-  const size_t per_tile = kWinogradF2Points * static_cast<size_t>(cin * 2 + cout * 4);
-  return std::max<int64_t>(16, static_cast<int64_t>(budget / per_tile));
-}
-
-WinogradF2Bf16::WinogradF2Bf16(const float* weight, int64_t cin, int64_t cout) : cin_(cin), cout_(cout) {
-  const std::vector<uint16_t> u = transform_weights(weight, cin, cout);
-  const memory::desc any({kWinogradF2Points, cin, cout}, dt::bf16, tag::any);
+// The weights layout oneDNN's bf16 matmul wants for these products; runtime_error if it has
+// only its reference loops.
+memory::desc make_preferred_weights_desc(int64_t cin, int64_t cout) {
+  const memory::desc any(winograd_f2_dims(cin, cout), dt::bf16, tag::any);
   const dnnl::matmul::desc desc(points_desc(kReferenceTiles, cin, dt::bf16), any,
                                 points_desc(kReferenceTiles, cout, dt::f32));
   const dnnl::matmul::primitive_desc pd(desc, user_scratchpad_attr(), cpu_engine());
   if (is_reference_impl(pd))
     throw std::runtime_error("Winograd F(2x2, 3x3): oneDNN has no fast bf16 matmul for " + std::to_string(cin) + " -> " +
                              std::to_string(cout) + " channels");
-  weights_ = relayout(wrap_memory({{kWinogradF2Points, cin, cout}, dt::bf16, tag::abc}, u.data()), pd.weights_desc());
+  return pd.weights_desc();
 }
+
+// The same, remembered per shape: a model has a few shapes for dozens of layers, and creating a
+// matmul descriptor takes ~1-2 ms of a packed model's start.
+memory::desc preferred_weights_desc(int64_t cin, int64_t cout) {
+  static std::mutex mutex;
+  static std::map<std::pair<int64_t, int64_t>, memory::desc> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find({cin, cout});
+  if (it == known.end()) it = known.emplace(std::make_pair(cin, cout), make_preferred_weights_desc(cin, cout)).first;
+  return it->second;
+}
+
+}  // namespace
+
+WinogradF2Bf16::WinogradF2Bf16(const float* weight, int64_t cin, int64_t cout) : cin_(cin), cout_(cout) {
+  const memory::desc target = preferred_weights_desc(cin, cout);
+  std::vector<uint16_t> u(static_cast<size_t>(kWinogradF2Points * cin * cout));
+  parallel_range(cin, std::max<int64_t>(1, kElementwiseGrain / (16 * cout)),
+                 [&](int64_t first, int64_t last) { transform_weights(weight, cin, cout, first, last, u.data()); });
+  weights_ = relayout(wrap_memory({winograd_f2_dims(cin, cout), dt::bf16, tag::abc}, u.data()), target);
+}
+
+WinogradF2Bf16::WinogradF2Bf16(const memory& transformed, int64_t cin, int64_t cout, bool in_place)
+    : cin_(cin), cout_(cout) {
+  weights_ = keep_weights(transformed, std::nullopt, preferred_weights_desc(cin, cout), in_place);
+}
+
+std::vector<float> inverse_winograd_f2(const memory& transformed, int64_t cin, int64_t cout) {
+  const std::vector<float> u = to_plain_f32(transformed, winograd_f2_dims(cin, cout), tag::abc);
+  std::vector<float> g(static_cast<size_t>(cout * cin * 9));
+  const auto at = [&](int a, int b, int64_t i, int64_t o) { return u[((a * 4 + b) * cin + i) * cout + o]; };
+  for (int64_t o = 0; o < cout; ++o)
+    for (int64_t i = 0; i < cin; ++i) {
+      float v[3][4];  // G+ U, G+ = [1 0 0 0; 0 1 -1 0; 0 0 0 1]
+      for (int b = 0; b < 4; ++b) {
+        v[0][b] = at(0, b, i, o);
+        v[1][b] = at(1, b, i, o) - at(2, b, i, o);
+        v[2][b] = at(3, b, i, o);
+      }
+      float* out = g.data() + (o * cin + i) * 9;
+      for (int r = 0; r < 3; ++r) {  // (G+ U) G+^T
+        out[r * 3 + 0] = v[r][0];
+        out[r * 3 + 1] = v[r][1] - v[r][2];
+        out[r * 3 + 2] = v[r][3];
+      }
+    }
+  return g;
+}
+
+int64_t winograd_f2_band_tiles(int64_t cin, int64_t cout, size_t budget) {
+  const size_t per_tile = kWinogradF2Points * static_cast<size_t>(cin * 2 + cout * 4);
+  return std::max<int64_t>(16, static_cast<int64_t>(budget / per_tile));
+}
+
 
 const WinogradF2Bf16::Product& WinogradF2Bf16::product(int64_t tiles) const {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -36,6 +36,13 @@ class WinogradF2Bf16 {
  public:
   // weight: [cout, cin, 3, 3] (PyTorch layout, float32); transformed and rounded to bf16 once.
   WinogradF2Bf16(const float* weight, int64_t cin, int64_t cout);
+  // From weights transformed already ([16, cin, cout] bf16, as transformed_weights() gives them,
+  // e.g. from a packed model): used in place when `in_place` (their data outlives the layer) and
+  // in the layout the products want, else re-laid out. Counted as stored_weights_use() counts.
+  WinogradF2Bf16(const dnnl::memory& transformed, int64_t cin, int64_t cout, bool in_place);
+
+  // The transformed weights, [16, cin, cout] bf16 in the matmul's layout.
+  const dnnl::memory& transformed_weights() const { return weights_; }
 
   // y [N, H, W, cout] = conv3x3(x, padding 1) + bias (+ residual), x [N, H, W, cin] either stored
   // (`x`) or made band by band (`make_rows`, when x is null). bias and residual may be null.
@@ -59,6 +66,15 @@ class WinogradF2Bf16 {
   mutable std::mutex mutex_;
   mutable std::map<int64_t, Product> products_;
 };
+
+// The weights [cout, cin, 3, 3] back from transformed ones ([16, cin, cout], any layout): the
+// left inverse of G (rows g0 = u0, g1 = u1 - u2, g2 = u3) on both sides. Exact for exact U; for
+// bf16-rounded U, within bf16 rounding of the weights' sums (a packed model's fp32 reading).
+std::vector<float> inverse_winograd_f2(const dnnl::memory& transformed, int64_t cin, int64_t cout);
+
+// The dims of transformed weights, which tell them apart in a stored layout (rank 3 where a
+// convolution's weights have rank 4 and a matrix rank 2).
+inline dnnl::memory::dims winograd_f2_dims(int64_t cin, int64_t cout) { return {kWinogradF2Points, cin, cout}; }
 
 // Tiles per band for cin -> cout channels: the band's transformed input (bf16) and products
 // (f32) take about `budget` bytes.

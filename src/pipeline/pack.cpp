@@ -31,9 +31,7 @@ struct Packing {
 Packing packing_for(const std::string& dtype) {
   constexpr ComponentPacking bf16{Precision::BF16, DType::BF16}, fp32{Precision::FP32, DType::F32},
       fp16{Precision::FP32, DType::F16};
-  // The default precision's (precision.h). The VAE's Winograd layers keep no layout to store:
-  // their values stay fp32, so their bf16 transform at load rounds once, as from the original.
-  if (dtype == "auto") return {bf16, bf16, {Precision::BF16, DType::F32}, true};
+  if (dtype == "auto") return {bf16, bf16, bf16, true};  // the default precision's (precision.h)
   if (dtype == "fp32") return {fp32, fp32, fp32, true};
   if (dtype == "bf16") return {bf16, bf16, bf16, true};
   if (dtype == "fp16") return {fp16, fp16, fp16, false};

@@ -47,20 +47,39 @@ TEST(StoredWeights, ConvolutionsRebuiltFromTheirStoredWeightsComputeTheSame) {
   }
 }
 
-// A bf16 Winograd layer keeps only its transformed weights, which are no layout of
-// [cout, cin, 3, 3]: it stores none (a packed model keeps its values). Built from another
-// layer's stored weights, it transforms their values: the same as from those values directly.
-TEST(StoredWeights, Bf16WinogradLayersStoreValuesNotALayout) {
+// A bf16 Winograd layer stores its transformed weights ([16, cin, cout]): a layer rebuilt from
+// them uses them in place and computes the same bits. An fp32 layer given them, or unpacking
+// them, transforms them back: the weights again, up to their bf16 rounding.
+TEST(StoredWeights, Bf16WinogradLayersStoreTheirTransformedWeights) {
   if (ops::runnable_precision(Precision::BF16) != Precision::BF16) GTEST_SKIP() << "this CPU computes bf16 in fp32";
   const Tensor w = test::random_tensor({48, 32, 3, 3}, 8), b = test::random_tensor({48}, 9);
   const Tensor x = test::random_tensor({1, 16, 16, 32}, 10);
   const ops::Conv2d winograd(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
-  EXPECT_TRUE(winograd.stored_weights().layout.empty());
-  const ops::Conv2d fp32(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::FP32);
-  const Copied copy(fp32.stored_weights());
+  const StoredWeights stored = winograd.stored_weights();
+  ASSERT_NE(stored.layout.find("\"dims\":[16,32,48]"), std::string::npos) << stored.layout;
+  const Copied copy(stored);
+
+  ops::StoredWeightsUse before = ops::stored_weights_use();
   const ops::Conv2d rebuilt(copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
-  EXPECT_NE(rebuilt.implementation(x.shape()).find("winograd-f2"), std::string::npos);
+  EXPECT_EQ(ops::stored_weights_use().in_place, before.in_place + 1);
+  EXPECT_EQ(rebuilt.stored_weights().data, copy.weights.data);
   EXPECT_EQ(values(rebuilt(x)), values(winograd(x)));
+
+  const Tensor unpacked = ops::unpack_stored_weights(copy.weights, {48, 32, 3, 3});
+  EXPECT_LT(test::rel_l2(unpacked.data(), w.data(), static_cast<size_t>(w.numel())), 1e-2);
+  before = ops::stored_weights_use();
+  const ops::Conv2d fp32(copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::FP32);
+  EXPECT_EQ(ops::stored_weights_use().relaid_out, before.relaid_out + 1);
+  const ops::Conv2d from_unpacked(unpacked.data(), b.data(), 32, 48, 3, 1, 1, Precision::FP32);
+  EXPECT_EQ(values(fp32(x)), values(from_unpacked(x)));
+
+  // Built from an fp32 layer's stored weights, it transforms them: as from their values.
+  const ops::Conv2d plain(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::FP32);
+  const Copied fp32_copy(plain.stored_weights());
+  const ops::Conv2d transformed(fp32_copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16,
+                                ops::Bf16Convolution::kWinograd);
+  EXPECT_EQ(values(transformed(x)), values(winograd(x)));
+  EXPECT_THROW(ops::unpack_stored_weights(copy.weights, {48, 32, 1, 1}), std::invalid_argument);
 }
 
 TEST(StoredWeights, LinearFromBf16StoredWeightsRunsFp32ByRelayingThemOut) {

@@ -122,15 +122,14 @@ TEST(PackedPipeline, AutoPackStoresTheDefaultPrecisionsDtypes) {
   EXPECT_EQ(dtype_of("unet.conv_norm_out.weight"), DType::F32);
   EXPECT_EQ(dtype_of("text_encoder.text_model.embeddings.token_embedding.weight"), DType::F32);
   EXPECT_EQ(dtype_of("vae.decoder.conv_in.weight"), DType::BF16);  // thin: bf16 direct
-  // The VAE's Winograd layers keep no layout: their values, in fp32 so they are rounded once.
-  EXPECT_EQ(dtype_of("vae.decoder.up_blocks.0.resnets.0.conv1.weight"), DType::F32);
+  EXPECT_EQ(dtype_of("vae.decoder.up_blocks.0.resnets.0.conv1.weight"), DType::BF16);  // Winograd-transformed
   EXPECT_EQ(file.find("vae.encoder.conv_in.weight"), nullptr);  // the engine never reads the encoder
   // The values loading copies out (norms, biases, embeddings) lie in one run after the layers,
   // so a cold start reads them sequentially.
   uint64_t last_layer = 0, first_value = UINT64_MAX;
   for (const PackedTensor& t : file.tensors()) {
     if (t.layout == kBlockedLayout) last_layer = std::max(last_layer, t.offset);
-    if (t.shape.size() == 1) first_value = std::min(first_value, t.offset);  // biases and norms
+    else first_value = std::min(first_value, t.offset);
   }
   EXPECT_LT(last_layer, first_value);
 
