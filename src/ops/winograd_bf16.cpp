@@ -224,56 +224,74 @@ const WinogradF2Bf16::Product& WinogradF2Bf16::product(int64_t tiles) const {
 std::string WinogradF2Bf16::implementation() const { return product(kReferenceTiles).pd.impl_info_str(); }
 size_t WinogradF2Bf16::weight_bytes() const { return weights_.get_desc().get_size(); }
 
+void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
+                              const float* bias, const float* residual, float* y) const {
+  const int64_t n = band.image, ty0 = band.first_row, tiles = (band.end_row - band.first_row) * g.tiles_w;
+  const int64_t row_floats = g.width * cin_;
+  // The band's input rows: [2 ty0 - 1, 2 ty1 + 1) within the image.
+  const int64_t r0 = std::max<int64_t>(0, 2 * ty0 - 1), r1 = std::min(g.height, 2 * band.end_row + 1);
+  const float* rows = x ? x + (n * g.height + r0) * row_floats : nullptr;
+  if (!x) {
+    auto* made = static_cast<float*>(thread_buffer(ThreadBuffer::kConvertedSource, (r1 - r0) * row_floats * 4));
+    make_rows(n, r0, r1, made);
+    rows = made;
+  }
+  auto* v = static_cast<uint16_t*>(
+      thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_ * sizeof(uint16_t)));
+  auto* m = static_cast<float*>(
+      thread_buffer(ThreadBuffer::kBlockedDestination, kWinogradF2Points * tiles * cout_ * sizeof(float)));
+  const std::vector<float> zeros(cin_, 0.f);
+  parallel_range(tiles, std::max<int64_t>(1, kElementwiseGrain / (16 * cin_)), [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last;) {
+      const int64_t ty = ty0 + t / g.tiles_w, tx = t % g.tiles_w, end = std::min(last, t - tx + g.tiles_w);
+      const float* in[4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t r = 2 * ty - 1 + i;
+        in[i] = r >= 0 && r < g.height ? rows + (r - r0) * row_floats : nullptr;
+      }
+      input_transform(in, zeros.data(), g.width, cin_, tx, tx + (end - t), v, tiles * cin_, t);
+      t = end;
+    }
+  });
+  const Product& p = product(tiles);
+  run_primitive(p.primitive, p.pd,
+                {{DNNL_ARG_SRC, wrap_memory(p.pd.src_desc(), v)},
+                 {DNNL_ARG_WEIGHTS, weights_},
+                 {DNNL_ARG_DST, wrap_memory(p.pd.dst_desc(), m)}});
+  const int64_t image = n * g.height * g.width * cout_;
+  parallel_range(tiles, std::max<int64_t>(1, kElementwiseGrain / (16 * cout_)), [&](int64_t first, int64_t last) {
+    std::vector<float> spill(cout_);
+    for (int64_t t = first; t < last;) {
+      const int64_t ty = ty0 + t / g.tiles_w, tx = t % g.tiles_w, end = std::min(last, t - tx + g.tiles_w);
+      output_transform(m, tiles * cout_, t, bias, residual ? residual + image : nullptr, y + image, spill.data(),
+                       g.height, g.width, cout_, ty, tx, tx + (end - t));
+      t = end;
+    }
+  });
+}
+
 void WinogradF2Bf16::run(int64_t batch, int64_t height, int64_t width, const float* x, const MakeRows& make_rows,
                          const float* bias, const float* residual, float* y, size_t band_bytes) const {
-  const int64_t tiles_h = (height + 1) / 2, tiles_w = (width + 1) / 2;
-  const int64_t band_tiles = winograd_f2_band_tiles(cin_, cout_, band_bytes);
-  const int64_t band_rows = std::clamp<int64_t>(band_tiles / tiles_w, 1, tiles_h);
-  const int64_t row_floats = width * cin_;
-  const std::vector<float> zeros(cin_, 0.f);
+  const Geometry g{height, width, (height + 1) / 2, (width + 1) / 2};
+  const int threads = num_threads();
+  // Near-equal bands of whole tile rows within the budget; with several threads, a multiple of
+  // their count, so each thread runs its own bands start to end (transforms and products, with
+  // no barrier between the steps) and all finish together.
+  const int64_t budget_rows = std::max<int64_t>(1, winograd_f2_band_tiles(cin_, cout_, band_bytes) / g.tiles_w);
+  int64_t per_image = (g.tiles_h + budget_rows - 1) / budget_rows;
+  const bool own_bands = threads > 1 && batch * g.tiles_h >= threads;
+  if (own_bands && batch < threads) per_image = std::min(g.tiles_h, (per_image + threads - 1) / threads * threads);
+  const int64_t rows = (g.tiles_h + per_image - 1) / per_image;
+  std::vector<Band> bands;
   for (int64_t n = 0; n < batch; ++n)
-    for (int64_t ty0 = 0; ty0 < tiles_h; ty0 += band_rows) {
-      const int64_t ty1 = std::min(tiles_h, ty0 + band_rows), tiles = (ty1 - ty0) * tiles_w;
-      // The band's input rows: [2 ty0 - 1, 2 ty1 + 1) within the image.
-      const int64_t r0 = std::max<int64_t>(0, 2 * ty0 - 1), r1 = std::min(height, 2 * ty1 + 1);
-      const float* rows = x ? x + (n * height + r0) * row_floats : nullptr;
-      if (!x) {
-        auto* made = static_cast<float*>(thread_buffer(ThreadBuffer::kConvertedSource, (r1 - r0) * row_floats * 4));
-        make_rows(n, r0, r1, made);
-        rows = made;
-      }
-      auto* v = static_cast<uint16_t*>(
-          thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_ * sizeof(uint16_t)));
-      auto* m = static_cast<float*>(
-          thread_buffer(ThreadBuffer::kBlockedDestination, kWinogradF2Points * tiles * cout_ * sizeof(float)));
-      parallel_range(tiles, std::max<int64_t>(1, kElementwiseGrain / (16 * cin_)), [&](int64_t first, int64_t last) {
-        for (int64_t t = first; t < last;) {
-          const int64_t ty = ty0 + t / tiles_w, tx = t % tiles_w, end = std::min(last, t - tx + tiles_w);
-          const float* in[4];
-          for (int i = 0; i < 4; ++i) {
-            const int64_t r = 2 * ty - 1 + i;
-            in[i] = r >= 0 && r < height ? rows + (r - r0) * row_floats : nullptr;
-          }
-          input_transform(in, zeros.data(), width, cin_, tx, tx + (end - t), v, tiles * cin_, t);
-          t = end;
-        }
-      });
-      const Product& p = product(tiles);
-      run_primitive(p.primitive, p.pd,
-                    {{DNNL_ARG_SRC, wrap_memory(p.pd.src_desc(), v)},
-                     {DNNL_ARG_WEIGHTS, weights_},
-                     {DNNL_ARG_DST, wrap_memory(p.pd.dst_desc(), m)}});
-      const int64_t image = n * height * width * cout_;
-      parallel_range(tiles, std::max<int64_t>(1, kElementwiseGrain / (16 * cout_)), [&](int64_t first, int64_t last) {
-        std::vector<float> own_spill(cout_);
-        for (int64_t t = first; t < last;) {
-          const int64_t ty = ty0 + t / tiles_w, tx = t % tiles_w, end = std::min(last, t - tx + tiles_w);
-          output_transform(m, tiles * cout_, t, bias, residual ? residual + image : nullptr, y + image,
-                           own_spill.data(), height, width, cout_, ty, tx, tx + (end - t));
-          t = end;
-        }
-      });
-    }
+    for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += rows) bands.push_back({n, ty0, std::min(g.tiles_h, ty0 + rows)});
+  const auto run_bands = [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) run_band(bands[b], g, x, make_rows, bias, residual, y);
+  };
+  if (own_bands)
+    parallel_slices(static_cast<int64_t>(bands.size()), threads, [&](int, int64_t first, int64_t last) { run_bands(first, last); });
+  else
+    run_bands(0, static_cast<int64_t>(bands.size()));
 }
 
 }  // namespace lcmd::ops::detail

@@ -27,10 +27,9 @@ using MakeRows = std::function<void(int64_t image, int64_t begin, int64_t end, f
 // Winograd F(2x2, 3x3) units: a 4x4 input tile gives a 2x2 output tile.
 constexpr int kWinogradF2Points = 16;
 
-// A band's working memory (its V and M). From 8 MB up the speed no longer changes measurably
-// (bench/ops_bench.cpp on the VAE's layers); the buffers are kept per thread, so more would
-// only be held.
-constexpr size_t kWinogradF2BandBytes = size_t{16} << 20;
+// A band's working memory (its V and M), per thread. From 2 to 16 MB the VAE's layers run
+// equally fast; the buffers are kept per thread, so more would only be held.
+constexpr size_t kWinogradF2BandBytes = size_t{4} << 20;
 
 class WinogradF2Bf16 {
  public:
@@ -60,6 +59,15 @@ class WinogradF2Bf16 {
     dnnl::matmul primitive;
   };
   const Product& product(int64_t tiles) const;  // cached per tile count
+
+  struct Geometry {
+    int64_t height, width, tiles_h, tiles_w;
+  };
+  struct Band {  // tile rows [first_row, end_row) of one image
+    int64_t image, first_row, end_row;
+  };
+  void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
+                const float* residual, float* y) const;
 
   int64_t cin_, cout_;
   dnnl::memory weights_;  // [16, cin, cout] bf16, in the matmul's preferred layout
