@@ -145,8 +145,9 @@ TEST(PackedPipeline, AutoPackStoresTheDefaultPrecisionsDtypes) {
   EXPECT_EQ(generate(packed, run, "bf16").png, generate(tiny_lcm(), run, "bf16").png);
 }
 
-// The int8 mode quantizes a packed model's stored layers at load (the UNet's bf16, the VAE's fp32
-// Winograd layout): its image stays within the int8 bound of the fp32 engine's (30 dB PSNR).
+// The int8 mode quantizes a packed model's stored UNet layers (bf16) at load and runs the VAE's
+// Winograd-transformed weights as they are: its image stays within the int8 bound of the fp32
+// engine's (30 dB PSNR).
 TEST(PackedPipeline, AutoPackRunsInt8) {
   if (ops::runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no VNNI";
   test::TempDir dir;

@@ -82,7 +82,7 @@ TEST(PrecisionModes, EachModelsPrecisionPerMode) {
   fast_cpu.avx512_bf16 = true;
   const PipelinePrecision bf16 = resolve_precision("bf16", fast_cpu), int8 = resolve_precision("int8", fast_cpu);
   EXPECT_EQ(bf16.vae, bf16.unet);  // bf16 (Winograd) where the CPU has it, else both fp32
-  EXPECT_EQ(int8.vae, int8.unet);  // int8 where the CPU has VNNI, else both fp32
+  EXPECT_EQ(int8.vae, bf16.vae);  // the VAE of the bf16 mode
   EXPECT_EQ(int8.unet, ops::runnable_precision(Precision::INT8));
   EXPECT_EQ(resolve_precision("fp32", fast_cpu).vae, Precision::FP32);
   CpuInfo plain_cpu = cpu_info();
