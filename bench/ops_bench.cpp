@@ -5,6 +5,8 @@
 //   g++ -O2 -std=c++20 -fopenmp -Isrc bench/ops_bench.cpp build-prec/liblcmd_ops.a build-prec/liblcmd_core.a -ldnnl -o build-prec/ops_bench
 // Run: build-prec/ops_bench [--threads N] [--seconds S] [--peaks F32,BF16,INT8] [--only ops|banding]
 //
+// Each 3x3 shape is also timed as bf16 Winograd F(2x2, 3x3) (ops::Bf16Convolution::kWinograd, the
+// VAE decoder's convolutions), the last row of its group.
 // Each op is timed as the engine calls it (float32 NHWC in and out, so bf16 conversion, int8
 // quantization and Winograd's layout changes are included), median over repetitions filling
 // --seconds (default 0.5) after two warm-up calls. GFLOP/s counts 2 x the nominal multiply-adds
@@ -154,6 +156,12 @@ void bench_conv(int channels, int size, const Options& o) {
     if (p == Precision::FP32) reference = y;
     print_row(name, conv.precision(), conv.implementation(x.shape()), t, macs, relative_l2(y, reference), o);
   }
+  // bf16 Winograd F(2x2, 3x3), as the VAE decoder runs its convolutions (ops::Bf16Convolution).
+  const lcmd::ops::Conv2d winograd(w.data(), b.data(), channels, channels, 3, 1, 1, Precision::BF16,
+                                   lcmd::ops::Bf16Convolution::kWinograd);
+  Tensor y;
+  const Timing t = time_calls([&] { y = winograd(x); }, o.seconds);
+  print_row(name, winograd.precision(), winograd.implementation(x.shape()), t, macs, relative_l2(y, reference), o);
 }
 
 void bench_gemm(int rows, int in, int out, const Options& o) {
