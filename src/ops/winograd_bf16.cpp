@@ -222,7 +222,6 @@ const WinogradF2Bf16::Product& WinogradF2Bf16::product(int64_t tiles) const {
 }
 
 std::string WinogradF2Bf16::implementation() const { return product(kReferenceTiles).pd.impl_info_str(); }
-size_t WinogradF2Bf16::weight_bytes() const { return weights_.get_desc().get_size(); }
 
 void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
                               const float* bias, const float* residual, float* y) const {

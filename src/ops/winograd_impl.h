@@ -51,7 +51,6 @@ class WinogradF2Bf16 {
 
   // The oneDNN matmul the products run on, e.g. "brg:avx512_core_bf16".
   std::string implementation() const;
-  size_t weight_bytes() const;
 
  private:
   struct Product {
