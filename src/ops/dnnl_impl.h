@@ -95,8 +95,9 @@ dnnl::memory keep_weights(const dnnl::memory& given, const std::optional<dnnl::m
                           const dnnl::memory::desc& target, bool in_place);
 // Counts a layer built from stored weights (stored_weights_use) that keep_weights does not see.
 void count_stored_weights_use(bool used_in_place);
-// True when stored weights hold a Winograd F(2x2, 3x3) transform (winograd_impl.h) rather than
-// a layout of the layer's own weights: their layout has rank 3.
-bool is_winograd_f2_layout(const StoredWeights& stored);
+// The rank of stored weights' "dims" (0 when the layout has none): 2 for a matrix, 4 for a
+// convolution, 3 for a Winograd F(2x2, 3x3) transform (winograd_impl.h).
+size_t stored_rank(const StoredWeights& stored);
+bool is_winograd_f2_layout(const StoredWeights& stored);  // rank 3
 
 }  // namespace lcmd::ops::detail

@@ -45,7 +45,8 @@ StoredWeightsUse stored_weights_use();
 
 // Stored weights back as float32 in PyTorch's layout `shape` (a conv's [cout, cin, k, k], a
 // linear's [out, in] or [out, in, 1, 1]), e.g. to merge a LoRA into a packed model's weights.
-// Winograd-transformed weights are transformed back (exact up to their bf16 rounding).
+// Winograd-transformed weights are transformed back: the bf16 rounding of the transformed sums
+// stays in them (under 1e-2 relative L2 on random weights).
 // std::invalid_argument when the layout does not describe weights of that shape.
 Tensor unpack_stored_weights(const StoredWeights& weights, const Shape& shape);
 

@@ -130,10 +130,13 @@ dnnl::memory keep_weights(const dnnl::memory& given, const std::optional<dnnl::m
 
 void count_stored_weights_use(bool used_in_place) { (used_in_place ? g_in_place : g_relaid).fetch_add(1); }
 
-bool is_winograd_f2_layout(const StoredWeights& stored) {
+size_t stored_rank(const StoredWeights& stored) {
   const nlohmann::json layout = nlohmann::json::parse(stored.layout, nullptr, false);
-  return layout.is_object() && layout.contains("dims") && layout["dims"].is_array() && layout["dims"].size() == 3;
+  const bool has_dims = layout.is_object() && layout.contains("dims") && layout["dims"].is_array();
+  return has_dims ? layout["dims"].size() : 0;
 }
+
+bool is_winograd_f2_layout(const StoredWeights& stored) { return stored_rank(stored) == 3; }
 
 std::vector<float> to_plain_f32(const dnnl::memory& weights, const dnnl::memory::dims& dims, dnnl::memory::format_tag tag) {
   int64_t n = 1;
@@ -169,8 +172,7 @@ Tensor unpack_stored_weights(const StoredWeights& weights, const Shape& shape) {
   }
   // Convolutions store [cout, cin, k, k]; linear layers (and 1x1 convolutions, which run as
   // one) store matmul's B = W^T, [in, out].
-  const nlohmann::json layout = nlohmann::json::parse(weights.layout, nullptr, false);
-  const bool matrix = layout.is_object() && layout.contains("dims") && layout["dims"].is_array() && layout["dims"].size() == 2;
+  const bool matrix = detail::stored_rank(weights) == 2;
   if (matrix && shape.size() != 2 && !(shape.size() == 4 && shape[2] == 1 && shape[3] == 1))
     throw std::invalid_argument("stored weights: a matrix cannot have shape " + shape_str(shape));
   const dnnl::memory::dims dims = matrix ? dnnl::memory::dims{shape[1], shape[0]} : dnnl::memory::dims(shape.begin(), shape.end());

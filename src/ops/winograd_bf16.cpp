@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <exception>
 #include <stdexcept>
 #include <string>
 
@@ -27,11 +28,11 @@ using tag = memory::format_tag;
 
 namespace {
 
-// Round to nearest even, as oneDNN's and the CPU's own conversions (inputs are finite).
+// Round to nearest even, as oneDNN's and the CPU's own conversions; a NaN stays a (quiet) NaN.
 inline uint16_t to_bf16(float f) {
-  uint32_t bits = std::bit_cast<uint32_t>(f);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
+  const uint32_t bits = std::bit_cast<uint32_t>(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
 // V = B^T d B for tiles [first, last) of a tile row, read from the four input rows the row
@@ -231,7 +232,7 @@ void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* 
   const int64_t r0 = std::max<int64_t>(0, 2 * ty0 - 1), r1 = std::min(g.height, 2 * band.end_row + 1);
   const float* rows = x ? x + (n * g.height + r0) * row_floats : nullptr;
   if (!x) {
-    auto* made = static_cast<float*>(thread_buffer(ThreadBuffer::kConvertedSource, (r1 - r0) * row_floats * 4));
+    auto* made = static_cast<float*>(thread_buffer(ThreadBuffer::kConvertedSource, (r1 - r0) * row_floats * sizeof(float)));
     make_rows(n, r0, r1, made);
     rows = made;
   }
@@ -273,24 +274,35 @@ void WinogradF2Bf16::run(int64_t batch, int64_t height, int64_t width, const flo
                          const float* bias, const float* residual, float* y, size_t band_bytes) const {
   const Geometry g{height, width, (height + 1) / 2, (width + 1) / 2};
   const int threads = num_threads();
-  // Near-equal bands of whole tile rows within the budget; with several threads, a multiple of
-  // their count, so each thread runs its own bands start to end (transforms and products, with
-  // no barrier between the steps) and all finish together.
+  // Near-equal bands of whole tile rows within the budget. With several threads each runs its
+  // own bands start to end (transforms and products, no barrier between the steps); a single
+  // image is cut into a multiple of the thread count, so all finish together.
   const int64_t budget_rows = std::max<int64_t>(1, winograd_f2_band_tiles(cin_, cout_, band_bytes) / g.tiles_w);
   int64_t per_image = (g.tiles_h + budget_rows - 1) / budget_rows;
   const bool own_bands = threads > 1 && batch * g.tiles_h >= threads;
-  if (own_bands && batch < threads) per_image = std::min(g.tiles_h, (per_image + threads - 1) / threads * threads);
-  const int64_t rows = (g.tiles_h + per_image - 1) / per_image;
+  if (own_bands && batch < threads) per_image = (per_image + threads - 1) / threads * threads;
+  per_image = std::min(per_image, g.tiles_h);
   std::vector<Band> bands;
   for (int64_t n = 0; n < batch; ++n)
-    for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += rows) bands.push_back({n, ty0, std::min(g.tiles_h, ty0 + rows)});
-  const auto run_bands = [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) run_band(bands[b], g, x, make_rows, bias, residual, y);
-  };
-  if (own_bands)
-    parallel_slices(static_cast<int64_t>(bands.size()), threads, [&](int, int64_t first, int64_t last) { run_bands(first, last); });
-  else
-    run_bands(0, static_cast<int64_t>(bands.size()));
+    for (int64_t b = 0; b < per_image; ++b)
+      bands.push_back({n, g.tiles_h * b / per_image, g.tiles_h * (b + 1) / per_image});
+  // The products' primitives first: creating one can throw, which must not happen on a team thread.
+  for (const Band& band : bands) product((band.end_row - band.first_row) * g.tiles_w);
+  if (!own_bands) {
+    for (const Band& band : bands) run_band(band, g, x, make_rows, bias, residual, y);
+    return;
+  }
+  std::exception_ptr failure;  // e.g. bad_alloc for a band's buffers: rethrown here
+  std::mutex failure_mutex;
+  parallel_slices(static_cast<int64_t>(bands.size()), threads, [&](int, int64_t first, int64_t last) {
+    try {
+      for (int64_t b = first; b < last; ++b) run_band(bands[b], g, x, make_rows, bias, residual, y);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  });
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace lcmd::ops::detail

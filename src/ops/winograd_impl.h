@@ -20,8 +20,8 @@
 namespace lcmd::ops::detail {
 
 // Writes rows [begin, end) of image `image` of a convolution's input, NHWC (width x channels
-// floats per row), to `out`, using all threads. For inputs made on the fly (GroupNorm, 2x
-// upsampling) rather than stored.
+// floats per row), to `out`, on the threads the caller has (one, inside a thread's own band).
+// For inputs made on the fly (GroupNorm, 2x upsampling) rather than stored.
 using MakeRows = std::function<void(int64_t image, int64_t begin, int64_t end, float* out)>;
 
 // Winograd F(2x2, 3x3) units: a 4x4 input tile gives a 2x2 output tile.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -232,7 +233,7 @@ TEST(Bf16Winograd, WithinTheBf16BoundOnEveryShape) {
       {{1, 32, 32, 64, 64, 3, 1, 1, true, false, "winograd-f2"}, SIZE_MAX},
       {{2, 13, 11, 32, 48, 3, 1, 1, true, true, "winograd-f2"}, SIZE_MAX},   // odd sizes, batch 2
       {{1, 16, 16, 320, 320, 3, 1, 1, false, true, "winograd-f2"}, SIZE_MAX},  // UNet width, no bias
-      {{2, 41, 9, 16, 32, 3, 1, 1, true, true, "winograd-f2"}, 0},            // 5 tiles wide: 5 bands/image
+      {{2, 41, 9, 16, 32, 3, 1, 1, true, true, "winograd-f2"}, 0},            // 5 tiles wide: 7 bands/image
       {{1, 3, 3, 32, 16, 3, 1, 1, true, false, "winograd-f2"}, SIZE_MAX},      // smaller than a band
       {{1, 12, 12, 4, 32, 3, 1, 1, true, false, "direct"}, SIZE_MAX},          // conv_in: thin
       {{1, 12, 10, 32, 3, 3, 1, 1, true, false, "direct"}, SIZE_MAX},          // conv_out: thin
@@ -264,6 +265,7 @@ TEST(Bf16Winograd, WithinTheBf16BoundOnEveryShape) {
 
 // Bands change where the work is cut, not the arithmetic: any band size gives the same bits.
 TEST(Bf16Winograd, BandsGiveTheSameBits) {
+  if (runnable_precision(Precision::BF16) != Precision::BF16) GTEST_SKIP() << "this CPU computes bf16 in fp32";
   const std::vector<float> w = uniform(48 * 32 * 9, 32 * 9, 74), b = uniform(48, 32 * 9, 75);
   const Tensor x = activations({2, 37, 22, 32}, 76), residual = activations({2, 37, 22, 48}, 77);
   std::vector<Tensor> outputs;
@@ -276,6 +278,22 @@ TEST(Bf16Winograd, BandsGiveTheSameBits) {
   }
   for (size_t i = 1; i < outputs.size(); ++i)
     EXPECT_EQ(0, std::memcmp(outputs[i].data(), outputs[0].data(), sizeof(float) * outputs[0].numel())) << i;
+}
+
+// A NaN in the input is not rounded into a finite or infinite value: the outputs its tiles reach
+// are NaN, the others are not.
+TEST(Bf16Winograd, NanInputGivesNanOutputsAroundIt) {
+  if (runnable_precision(Precision::BF16) != Precision::BF16) GTEST_SKIP() << "this CPU computes bf16 in fp32";
+  const std::vector<float> w = uniform(32 * 32 * 9, 32 * 9, 78);
+  Tensor x = activations({1, 12, 12, 32}, 79);
+  // Pixel (5, 6), channel 3: a NaN whose payload fills the low bits, which a plain round-to-nearest
+  // on the bits would carry into the sign (-0).
+  x.data()[(5 * 12 + 6) * 32 + 3] = std::bit_cast<float>(0x7fffffffu);
+  const Conv2d conv(w.data(), nullptr, 32, 32, 3, 1, 1, Precision::BF16, Bf16Convolution::kWinograd);
+  const Tensor y = conv(x);
+  EXPECT_TRUE(std::isnan(y.data()[(5 * 12 + 6) * 32]));  // the pixel's own output
+  EXPECT_FALSE(std::isnan(y.data()[(0 * 12 + 0) * 32]));  // a tile far from it
+  EXPECT_FALSE(std::isnan(y.data()[(11 * 12 + 11) * 32]));
 }
 
 // The same layer called from several threads at once (each with its own shapes, so plans are
