@@ -167,6 +167,27 @@ void upsampled_to_blocked(const float* image, int64_t width, int64_t first_row, 
     }
 }
 
+// Pixels [begin, end) of one image's GroupNorm output (see norm_impl.h), NHWC to NHWC. The same
+// loop as group_norm's own (norm.cpp), kept in this file like normalized_to_blocked: clang's
+// build (the sanitizer CI) rounded differently when both called one shared out-of-line clone.
+LCMD_VECTOR_CLONES
+void normalize_pixels(const float* nhwc, float* out, int64_t channels, int64_t begin, int64_t end, const float* mean_hi,
+                      const float* mean_lo, const float* scale, const float* beta, bool silu) {
+  for (int64_t p = begin; p < end; ++p) {
+    const float* from = nhwc + p * channels;
+    float* to = out + p * channels;
+    if (silu) {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c)
+        to[c] = detail::x_sigmoid(detail::group_normalized(from[c], mean_hi[c], mean_lo[c], scale[c], beta[c]), 1.f);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c)
+        to[c] = detail::group_normalized(from[c], mean_hi[c], mean_lo[c], scale[c], beta[c]);
+    }
+  }
+}
+
 // Rows [first, last) of an image upsampled 2x (nearest) from `image` (width pixels wide), NHWC.
 void upsample_rows(const float* image, int64_t width, int64_t channels, int64_t first, int64_t last, float* out) {
   for (int64_t row = first; row < last; ++row)
@@ -578,9 +599,9 @@ struct Conv2d::Impl {
         const float* rows = map + (image * in[1] + first) * in[2] * cin;
         detail::parallel_range((last - first) * in[2], std::max<int64_t>(1, detail::kElementwiseGrain / cin),
                                [&](int64_t begin, int64_t end) {
-                                 detail::normalize_rows(rows + begin * cin, out + begin * cin, end - begin, cin,
-                                                        a.mean_hi.data() + at, a.mean_lo.data() + at,
-                                                        a.scale.data() + at, a.beta.data() + at, a.silu);
+                                 normalize_pixels(rows, out, cin, begin, end, a.mean_hi.data() + at,
+                                                  a.mean_lo.data() + at, a.scale.data() + at, a.beta.data() + at,
+                                                  a.silu);
                                });
       };
     } else if (source.upsampled) {

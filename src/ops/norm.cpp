@@ -39,6 +39,25 @@ void accumulate_channel_moments(const float* x, int64_t rows, int64_t channels, 
   }
 }
 
+// y = ((x - mean_hi) - mean_lo) * scale + beta per channel, optionally followed by SiLU.
+LCMD_VECTOR_CLONES
+void normalize_rows(const float* x, float* y, int64_t rows, int64_t channels, const float* mean_hi,
+                    const float* mean_lo, const float* scale, const float* beta, bool silu) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * channels;
+    float* out = y + r * channels;
+    if (silu) {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c)
+        out[c] = detail::x_sigmoid(detail::group_normalized(in[c], mean_hi[c], mean_lo[c], scale[c], beta[c]), 1.f);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c)
+        out[c] = detail::group_normalized(in[c], mean_hi[c], mean_lo[c], scale[c], beta[c]);
+    }
+  }
+}
+
 // Mean and 1/sqrt(var + eps) of one row, two passes in double.
 LCMD_VECTOR_CLONES
 void layer_norm_row(const float* x, float* y, int64_t channels, float eps, const float* gamma, const float* beta) {
@@ -75,24 +94,6 @@ void check_channels_last(const Tensor& x, int min_rank, const char* layout, cons
 }  // namespace
 
 namespace detail {
-
-LCMD_VECTOR_CLONES
-void normalize_rows(const float* x, float* y, int64_t rows, int64_t channels, const float* mean_hi,
-                    const float* mean_lo, const float* scale, const float* beta, bool silu) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* in = x + r * channels;
-    float* out = y + r * channels;
-    if (silu) {
-#pragma omp simd
-      for (int64_t c = 0; c < channels; ++c)
-        out[c] = detail::x_sigmoid(detail::group_normalized(in[c], mean_hi[c], mean_lo[c], scale[c], beta[c]), 1.f);
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < channels; ++c)
-        out[c] = detail::group_normalized(in[c], mean_hi[c], mean_lo[c], scale[c], beta[c]);
-    }
-  }
-}
 
 GroupNormAffine group_norm_affine(const Tensor& x, const GroupNormArgs& args) {
   check_channels_last(x, 2, "channels-last [N, ..., C]", "group_norm");
@@ -169,7 +170,7 @@ Tensor group_norm(const Tensor& x, int groups, float eps, const float* gamma, co
   detail::parallel_slices(rows, slices, [&](int, int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end;) {
       const int64_t n = r / positions, sample_end = std::min(end, (n + 1) * positions), at = n * channels;
-      detail::normalize_rows(x.data() + r * channels, y.data() + r * channels, sample_end - r, channels, a.mean_hi.data() + at,
+      normalize_rows(x.data() + r * channels, y.data() + r * channels, sample_end - r, channels, a.mean_hi.data() + at,
                      a.mean_lo.data() + at, a.scale.data() + at, a.beta.data() + at, silu);
       r = sample_end;
     }

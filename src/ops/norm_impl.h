@@ -22,11 +22,6 @@ struct GroupNormAffine {
 // input or arguments.
 GroupNormAffine group_norm_affine(const Tensor& x, const GroupNormArgs& args);
 
-// The affine map (+ SiLU) on `rows` rows of `channels` values: y = ((x - mean_hi) - mean_lo) *
-// scale + beta per channel, then x * sigmoid(x) if silu. The arrays are one sample's [C].
-void normalize_rows(const float* x, float* y, int64_t rows, int64_t channels, const float* mean_hi,
-                    const float* mean_lo, const float* scale, const float* beta, bool silu);
-
 // One element of the normalisation (shared by group_norm and the fused conversions, so both
 // round identically).
 inline float group_normalized(float x, float mean_hi, float mean_lo, float scale, float beta) {
