@@ -240,7 +240,6 @@ void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* 
       thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_ * sizeof(uint16_t)));
   auto* m = static_cast<float*>(
       thread_buffer(ThreadBuffer::kBlockedDestination, kWinogradF2Points * tiles * cout_ * sizeof(float)));
-  const std::vector<float> zeros(cin_, 0.f);
   parallel_range(tiles, std::max<int64_t>(1, kElementwiseGrain / (16 * cin_)), [&](int64_t first, int64_t last) {
     for (int64_t t = first; t < last;) {
       const int64_t ty = ty0 + t / g.tiles_w, tx = t % g.tiles_w, end = std::min(last, t - tx + g.tiles_w);
@@ -249,11 +248,11 @@ void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* 
         const int64_t r = 2 * ty - 1 + i;
         in[i] = r >= 0 && r < g.height ? rows + (r - r0) * row_floats : nullptr;
       }
-      input_transform(in, zeros.data(), g.width, cin_, tx, tx + (end - t), v, tiles * cin_, t);
+      input_transform(in, g.zeros, g.width, cin_, tx, tx + (end - t), v, tiles * cin_, t);
       t = end;
     }
   });
-  const Product& p = product(tiles);
+  const Product& p = *band.product;
   run_primitive(p.primitive, p.pd,
                 {{DNNL_ARG_SRC, wrap_memory(p.pd.src_desc(), v)},
                  {DNNL_ARG_WEIGHTS, weights_},
@@ -272,7 +271,8 @@ void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* 
 
 void WinogradF2Bf16::run(int64_t batch, int64_t height, int64_t width, const float* x, const MakeRows& make_rows,
                          const float* bias, const float* residual, float* y, size_t band_bytes) const {
-  const Geometry g{height, width, (height + 1) / 2, (width + 1) / 2};
+  const std::vector<float> zeros(cin_, 0.f);
+  const Geometry g{height, width, (height + 1) / 2, (width + 1) / 2, zeros.data()};
   const int threads = num_threads();
   // Near-equal bands of whole tile rows within the budget. With several threads each runs its
   // own bands start to end (transforms and products, no barrier between the steps); a single
@@ -286,8 +286,9 @@ void WinogradF2Bf16::run(int64_t batch, int64_t height, int64_t width, const flo
   for (int64_t n = 0; n < batch; ++n)
     for (int64_t b = 0; b < per_image; ++b)
       bands.push_back({n, g.tiles_h * b / per_image, g.tiles_h * (b + 1) / per_image});
-  // The products' primitives first: creating one can throw, which must not happen on a team thread.
-  for (const Band& band : bands) product((band.end_row - band.first_row) * g.tiles_w);
+  // The products' primitives first (looked up once per band): creating one can throw, which must
+  // not happen on a team thread.
+  for (Band& band : bands) band.product = &product((band.end_row - band.first_row) * g.tiles_w);
   if (!own_bands) {
     for (const Band& band : bands) run_band(band, g, x, make_rows, bias, residual, y);
     return;

@@ -61,9 +61,11 @@ class WinogradF2Bf16 {
 
   struct Geometry {
     int64_t height, width, tiles_h, tiles_w;
+    const float* zeros;  // cin zeros: the padding's pixels
   };
-  struct Band {  // tile rows [first_row, end_row) of one image
+  struct Band {  // tile rows [first_row, end_row) of one image, and the product for its tile count
     int64_t image, first_row, end_row;
+    const Product* product = nullptr;
   };
   void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
                 const float* residual, float* y) const;
