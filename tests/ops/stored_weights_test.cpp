@@ -80,6 +80,17 @@ TEST(StoredWeights, Bf16WinogradLayersStoreTheirTransformedWeights) {
                                 ops::Bf16Convolution::kWinograd);
   EXPECT_EQ(values(transformed(x)), values(winograd(x)));
   EXPECT_THROW(ops::unpack_stored_weights(copy.weights, {48, 32, 1, 1}), std::invalid_argument);
+  // Transformed weights for other channel counts, or cut short, are refused, naming the dims or size.
+  EXPECT_THROW(ops::Conv2d(copy.weights, b.data(), 32, 32, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd),
+               std::invalid_argument);
+  StoredWeights short_weights = copy.weights;
+  short_weights.size -= 2;
+  try {
+    ops::Conv2d(short_weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
+    ADD_FAILURE() << "short transformed weights accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("bytes stored"), std::string::npos) << e.what();
+  }
 }
 
 TEST(StoredWeights, LinearFromBf16StoredWeightsRunsFp32ByRelayingThemOut) {
