@@ -291,7 +291,8 @@ struct Conv2d::Impl {
 
   dnnl::primitive_attr attributes(bool residual) const {
     // The output channel is dimension 1 of the NCHW-ordered destination.
-    if (precision == Precision::INT8) return detail::int8_attributes(int8.weight_scales, 1, 4, residual);
+    if (precision == Precision::INT8)  // the zero point is folded into the bias (see int8_padding)
+      return detail::int8_attributes(int8.weight_scales, 1, 4, residual, /*source_zero_point=*/false);
     dnnl::primitive_attr attr = detail::user_scratchpad_attr();
     if (residual) {  // dst holds the residual on entry: dst = conv(x) + b + dst
       dnnl::post_ops ops;
@@ -302,12 +303,12 @@ struct Conv2d::Impl {
   }
 
   // pad_top / pad_bottom: the rows of zeros above and below src (a band inside the image has
-  // real rows there instead); left and right are always `padding`.
+  // real rows there instead); pad_sides: the columns left and right.
   dnnl::convolution_forward::primitive_desc make_pd(dnnl::prop_kind kind, dnnl::algorithm algorithm,
                                                     const memory::desc& src, const memory::desc& weights_md,
                                                     const memory::desc& dst, bool residual, int64_t pad_top,
-                                                    int64_t pad_bottom) const {
-    const memory::dims strides{stride, stride}, pad_l{pad_top, padding}, pad_r{pad_bottom, padding};
+                                                    int64_t pad_bottom, int64_t pad_sides) const {
+    const memory::dims strides{stride, stride}, pad_l{pad_top, pad_sides}, pad_r{pad_bottom, pad_sides};
     const auto desc = has_bias ? dnnl::convolution_forward::desc(kind, algorithm, src, weights_md, bias.get_desc(), dst,
                                                                  strides, pad_l, pad_r)
                                : dnnl::convolution_forward::desc(kind, algorithm, src, weights_md, dst, strides, pad_l,
@@ -315,10 +316,16 @@ struct Conv2d::Impl {
     return dnnl::convolution_forward::primitive_desc(desc, attributes(residual), detail::cpu_engine());
   }
 
+  // An int8 convolution reads its input quantized into a map padded by the zero point
+  // (detail::PaddedMap, see SourceArguments), so its primitive has no padding of its own.
+  int64_t int8_padding() const { return precision == Precision::INT8 ? padding : 0; }
+
   dnnl::convolution_forward::primitive_desc make_direct_pd(const PlanKey& key, const memory::desc& weights_md) const {
-    return make_pd(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                   source_desc(key, detail::source_type(precision), tag::nhwc), weights_md,
-                   destination_desc(key, tag::nhwc), key.residual, padding, padding);
+    const int64_t extra = 2 * int8_padding(), own = padding - int8_padding();
+    const memory::desc src({key.batch, cin, key.height + extra, key.width + extra}, detail::source_type(precision),
+                           tag::nhwc);
+    return make_pd(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, weights_md,
+                   destination_desc(key, tag::nhwc), key.residual, own, own, own);
   }
 
   // forward_training is what makes oneDNN take OIhw16i16o weights and transform them per
@@ -330,7 +337,7 @@ struct Conv2d::Impl {
     return make_pd(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_winograd,
                    memory::desc({batch, cin, in_rows, width}, dt::f32, tag::nChw16c), winograd_weights(),
                    memory::desc({batch, cout, out_rows, output_size(width)}, dt::f32, tag::nChw16c), false, pad_top,
-                   pad_bottom);
+                   pad_bottom, padding);
   }
   dnnl::convolution_forward::primitive_desc make_winograd_pd(const PlanKey& key) const {
     return make_winograd_pd(key.batch, key.height, output_size(key.height), key.width, padding, padding);
@@ -473,8 +480,10 @@ struct Conv2d::Impl {
     }
     const memory::desc target = winograd_capable ? winograd_weights() : pd->weights_desc();
     std::optional<memory> int8_values;
-    if (quantized)
+    if (quantized) {
       int8_values = detail::wrap_memory({{cout, cin, kernel, kernel}, dt::s8, tag::oihw}, quantized->values.data());
+      int8.weight_sums = detail::weight_sums(*quantized);
+    }
     weights = detail::keep_weights(given, int8_values, target, in_place);
   }
 
@@ -507,10 +516,14 @@ struct Conv2d::Impl {
       throw std::invalid_argument(describe() + ": channels, kernel and stride must be positive, padding >= 0");
     if (kernel == 1 && stride == 1 && padding == 0) return true;
     precision = detail::layer_precision(requested, cin, cout);
-    if (bias_values) {
+    // An int8 layer always has a bias: its source zero point is folded into it.
+    if (bias_values || precision == Precision::INT8) {
+      has_bias = true;
       bias = memory({{cout}, dt::f32, tag::x}, detail::cpu_engine());
-      std::memcpy(bias.get_data_handle(), bias_values, sizeof(float) * cout);
-      if (precision == Precision::INT8) int8.bias.assign(bias_values, bias_values + cout);
+      if (bias_values) std::memcpy(bias.get_data_handle(), bias_values, sizeof(float) * cout);
+      else std::memset(bias.get_data_handle(), 0, sizeof(float) * cout);
+      if (precision == Precision::INT8) int8.bias.assign(static_cast<const float*>(bias.get_data_handle()),
+                                                         static_cast<const float*>(bias.get_data_handle()) + cout);
     }
     return false;
   }
@@ -533,8 +546,10 @@ struct Conv2d::Impl {
   // y = conv(x) (+ residual): the primitive's sum post-op adds the residual copied into y.
   void run_direct(const ConvPlan& plan, const Tensor& x, const Tensor* residual, Tensor& y) const {
     if (residual) detail::parallel_copy(y.data(), residual->data(), y.numel());
+    const detail::PaddedMap padded{x.dim(0), x.dim(1), x.dim(2), cin, int8_padding()};
     const detail::SourceArguments source(precision, x.data(), x.numel(), plan.pd.src_desc(),
-                                         plan.to_bf16 ? &*plan.to_bf16 : nullptr, bias, &int8);
+                                         plan.to_bf16 ? &*plan.to_bf16 : nullptr, bias, &int8,
+                                         precision == Precision::INT8 ? &padded : nullptr);
     std::unordered_map<int, memory> args{{DNNL_ARG_WEIGHTS, plan.weights},
                                          {DNNL_ARG_DST, detail::wrap_memory(plan.pd.dst_desc(), y.data())}};
     source.add_to(args);

@@ -164,15 +164,52 @@ ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* 
   return ActivationQuantization{scale, zero_point};
 }
 
+ActivationQuantization quantize_activations_padded(const float* x, const PaddedMap& map, uint8_t* q) {
+  constexpr float kLevels = 255.f;
+  const int64_t n = map.batch * map.height * map.width * map.channels;
+  const Range range = value_range(x, n);
+  if (std::isnan(range.min) || range.max == range.min) {  // see quantize_activations
+    std::memset(q, 0, static_cast<size_t>(map.padded_elements()));
+    return ActivationQuantization{std::isnan(range.min) ? range.min : 1.f, 0};
+  }
+  const float scale = (range.max - range.min) / kLevels, inv_scale = kLevels / (range.max - range.min);
+  const auto zero_point = static_cast<int32_t>(std::nearbyint(-range.min * inv_scale));
+  const int64_t row = map.width * map.channels, padded_row = map.padded_width() * map.channels;
+  const int64_t side = map.padding * map.channels, rows = map.batch * map.padded_height();
+  const auto fill = static_cast<uint8_t>(zero_point);
+  parallel_range(rows, std::max<int64_t>(1, kQuantizeGrain / padded_row), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t image = r / map.padded_height(), y = r % map.padded_height() - map.padding;
+      uint8_t* out = q + r * padded_row;
+      if (y < 0 || y >= map.height) {
+        std::memset(out, fill, static_cast<size_t>(padded_row));
+        continue;
+      }
+      std::memset(out, fill, static_cast<size_t>(side));
+      quantize_kernel(x + (image * map.height + y) * row, row, inv_scale, static_cast<float>(zero_point), out + side);
+      std::memset(out + side + row, fill, static_cast<size_t>(side));
+    }
+  });
+  return ActivationQuantization{scale, zero_point};
+}
+
+std::vector<int32_t> weight_sums(const Int8Weights& weights) {
+  const size_t channels = weights.scales.size(), per_channel = weights.values.size() / channels;
+  std::vector<int32_t> sums(channels, 0);
+  for (size_t c = 0; c < channels; ++c)
+    for (size_t i = 0; i < per_channel; ++i) sums[c] += weights.values[c * per_channel + i];
+  return sums;
+}
+
 dnnl::memory::desc int8_scale_desc(int ndims) {
   return dnnl::memory::desc(dnnl::memory::dims(static_cast<size_t>(ndims), 1), dt::f32,
                             ndims == 2 ? dnnl::memory::format_tag::ab : dnnl::memory::format_tag::abcd);
 }
 
 dnnl::primitive_attr int8_attributes(const std::vector<float>& weight_scales, int channel_dim, int ndims,
-                                     bool residual) {
+                                     bool residual, bool source_zero_point) {
   dnnl::primitive_attr attr = user_scratchpad_attr();
-  attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+  if (source_zero_point) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
   attr.set_output_scales(1 << channel_dim, weight_scales);
   dnnl::post_ops ops;
   ops.append_binary(dnnl::algorithm::binary_mul, int8_scale_desc(ndims));
@@ -203,7 +240,7 @@ Int8Weights quantize_weights(const dnnl::memory& given, const dnnl::memory::dims
 
 SourceArguments::SourceArguments(Precision precision, const float* x, int64_t elements,
                                  const dnnl::memory::desc& source_desc, const ReorderStep* convert,
-                                 const dnnl::memory& bias, const Int8Scaling* int8)
+                                 const dnnl::memory& bias, const Int8Scaling* int8, const PaddedMap* padded)
     : bias_(bias) {
   switch (precision) {
     case Precision::FP32:
@@ -223,15 +260,22 @@ SourceArguments::SourceArguments(Precision precision, const float* x, int64_t el
       return;
     }
     case Precision::INT8: {
-      auto* quantized = static_cast<uint8_t*>(thread_buffer(ThreadBuffer::kConvertedSource, elements));
-      quantization_ = quantize_activations(x, elements, quantized);
+      const int64_t stored = padded ? padded->padded_elements() : elements;
+      auto* quantized = static_cast<uint8_t*>(thread_buffer(ThreadBuffer::kConvertedSource, stored));
+      quantization_ = padded ? quantize_activations_padded(x, *padded, quantized)
+                             : quantize_activations(x, elements, quantized);
       source_ = wrap_memory(source_desc, quantized);
       scale_ = wrap_memory(int8_scale_desc(source_desc.data.ndims), &quantization_.scale);
-      zero_point_ = wrap_memory({{1}, dt::s32, dnnl::memory::format_tag::x}, &quantization_.zero_point);
-      if (!int8->bias.empty()) {
-        int8_bias_ = int8_bias(int8->bias.data(), int8->weight_scales, quantization_.scale);
-        bias_ = wrap_memory(bias.get_desc(), int8_bias_.data());
+      if (!padded) zero_point_ = wrap_memory({{1}, dt::s32, dnnl::memory::format_tag::x}, &quantization_.zero_point);
+      if (!int8->bias.empty()) int8_bias_ = int8_bias(int8->bias.data(), int8->weight_scales, quantization_.scale);
+      if (padded) {
+        if (!bias || int8->weight_sums.size() != int8->weight_scales.size())
+          throw std::logic_error("SourceArguments: an int8 convolution needs a bias and its weight sums");
+        int8_bias_.resize(int8->weight_scales.size(), 0.f);
+        for (size_t c = 0; c < int8_bias_.size(); ++c)
+          int8_bias_[c] -= static_cast<float>(quantization_.zero_point) * static_cast<float>(int8->weight_sums[c]);
       }
+      if (!int8_bias_.empty()) bias_ = wrap_memory(bias.get_desc(), int8_bias_.data());
       return;
     }
   }

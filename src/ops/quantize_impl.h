@@ -54,14 +54,27 @@ struct Range {
 };
 Range value_range(const float* x, int64_t n);
 
-// An int8 primitive's attributes: a runtime source zero point, fixed per-channel output
-// scales (the weight scales, on the channel dimension of the destination), then a binary
-// multiply by a runtime scalar (the activation scale of the call), then a sum of the
-// destination (residual) if asked. oneDNN 2.6 has no runtime output scales for brgemm
-// convolution or matmul, and a per-channel runtime multiply costs ~20 % of a matmul; a scalar
-// multiply costs ~1 %.
+// An NHWC map as an int8 convolution reads it: `padding` pixels on every side, holding the
+// zero point (the quantized 0.0), around the batch x height x width x channels image.
+struct PaddedMap {
+  int64_t batch, height, width, channels, padding;
+  int64_t padded_height() const { return height + 2 * padding; }
+  int64_t padded_width() const { return width + 2 * padding; }
+  int64_t padded_elements() const { return batch * padded_height() * padded_width() * channels; }
+};
+
+// quantize_activations into that padded layout: the scale and zero point come from the
+// image's range, the border gets the zero point.
+ActivationQuantization quantize_activations_padded(const float* x, const PaddedMap& map, uint8_t* q);
+
+// An int8 primitive's attributes: a runtime source zero point (unless the caller folds it into
+// the bias, see SourceArguments), fixed per-channel output scales (the weight scales, on the
+// channel dimension of the destination), then a binary multiply by a runtime scalar (the
+// activation scale of the call), then a sum of the destination (residual) if asked. oneDNN 2.6
+// has no runtime output scales for brgemm convolution or matmul, and a per-channel runtime
+// multiply costs ~20 % of a matmul; a scalar multiply costs ~1 %.
 dnnl::primitive_attr int8_attributes(const std::vector<float>& weight_scales, int channel_dim, int ndims,
-                                     bool residual);
+                                     bool residual, bool source_zero_point = true);
 
 // The runtime scalar of int8_attributes: a memory descriptor of ndims ones.
 dnnl::memory::desc int8_scale_desc(int ndims);
@@ -79,7 +92,13 @@ std::vector<float> int8_bias(const float* bias, const std::vector<float>& weight
 struct Int8Scaling {
   std::vector<float> weight_scales;  // per output channel
   std::vector<float> bias;           // the float32 bias, empty if the layer has none
+  // Per output channel, the sum of its int8 weights: a convolution folds the source zero point
+  // into its bias with it (see SourceArguments). Empty for a matmul.
+  std::vector<int32_t> weight_sums;
 };
+
+// The sums of Int8Weights' values per output channel (for Int8Scaling::weight_sums).
+std::vector<int32_t> weight_sums(const Int8Weights& weights);
 
 // Weights `given` (any layout and float dtype) quantized per output channel: read as float32 in
 // the order `plain`, whose outermost of `dims` are the `channels` output channels (oihw for a
@@ -119,11 +138,20 @@ void convert_to_bf16(const float* x, uint16_t* y, int64_t n);
 // (int8, which also adds the call's bias, zero-point and activation-scale arguments). The
 // converted data lives in the calling thread's kConvertedSource buffer, the int8 values in
 // this object: keep it alive until the primitive has run.
+//
+// An int8 convolution passes `padded`: x is quantized into that padded layout, for a primitive
+// without padding of its own, and the zero point goes into the bias,
+// sum_i (q_i - zp) w_i = sum_i q_i w_i - zp * weight_sums, instead of into oneDNN's zero-point
+// attribute. oneDNN 2.6's brgconv computes wrong results with a source zero point and padding
+// at some shapes (e.g. 1920 -> 640 channels at 16x16, the SD UNet's up_blocks.2.resnets.0.conv1:
+// relative error ~1e3), so int8 convolutions never use it.
 class SourceArguments {
  public:
-  // bias: the layer's float32 bias memory (empty handle if none); int8: set for INT8 only.
+  // bias: the layer's float32 bias memory (empty handle if none; an int8 convolution must have
+  // one); int8: set for INT8 only.
   SourceArguments(Precision precision, const float* x, int64_t elements, const dnnl::memory::desc& source_desc,
-                  const ReorderStep* convert, const dnnl::memory& bias, const Int8Scaling* int8);
+                  const ReorderStep* convert, const dnnl::memory& bias, const Int8Scaling* int8,
+                  const PaddedMap* padded = nullptr);
   SourceArguments(const SourceArguments&) = delete;  // the memory objects point into this object
   SourceArguments& operator=(const SourceArguments&) = delete;
   void add_to(std::unordered_map<int, dnnl::memory>& args) const;
