@@ -17,7 +17,10 @@ struct Norm {
   Tensor weight, bias;
 };
 
-// nn.Conv2d read from "weight"/"bias".
+// The precision a convolution of this kernel size runs at in a scope of that precision: the
+// scope's, except 1x1 convolutions in an int8 scope, which run bf16 (see blocks.cpp).
+Precision conv_precision(Precision scope, int kernel);
+// nn.Conv2d read from "weight"/"bias", at conv_precision.
 ops::Conv2d load_conv(const Weights& w, int cin, int cout, int kernel, int stride, int padding, bool bias = true);
 // nn.Linear read from "weight"/"bias"; a 1x1 nn.Conv2d on NHWC is the same product.
 ops::Linear load_linear(const Weights& w, int in, int out, bool bias = true, bool from_conv1x1 = false);

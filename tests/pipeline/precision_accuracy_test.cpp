@@ -8,6 +8,7 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "models/blocks.h"
 #include "models/unet.h"
 #include "ops/ops.h"
 #include "pipeline/precision.h"
@@ -89,6 +90,23 @@ TEST(PrecisionModes, EachModelsPrecisionPerMode) {
   plain_cpu.avx512_bf16 = plain_cpu.amx = false;
   EXPECT_EQ(resolve_precision("auto", plain_cpu).unet, Precision::FP32);
   EXPECT_THROW(resolve_precision("int4", fast_cpu), InputError);
+}
+
+// In the int8 mode a UNet resnet's 3x3 convolutions run int8 and its 1x1 conv_shortcut (over
+// the skip concatenation in the up blocks) bf16, as do the matrix products.
+TEST(PrecisionModes, Int8ResnetKeepsItsShortcutBf16) {
+  if (ops::runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no VNNI";
+  const auto config = UNetConfig::from_json(read_json_file(test::golden_dir() / "tiny-lcm/unet/config.json"), "unet");
+  const SafetensorsSource weights(test::golden_dir() / "tiny-lcm/unet/diffusion_pytorch_model.safetensors");
+  // up_blocks.0.resnets.0: the widest up path concatenated with its skip connection.
+  const int width = config.block_out_channels.back();
+  const ResnetBlock2D resnet(Weights(weights, Precision::INT8)["up_blocks"][0]["resnets"][0], 2 * width, width,
+                             config.time_embedding_dim, config.norm_num_groups, config.norm_eps);
+  EXPECT_EQ(resnet.conv1.precision(), Precision::INT8);
+  EXPECT_EQ(resnet.conv2.precision(), Precision::INT8);
+  ASSERT_TRUE(resnet.conv_shortcut.has_value());
+  EXPECT_EQ(resnet.conv_shortcut->precision(), ops::runnable_precision(Precision::BF16));
+  EXPECT_EQ(resnet.time_emb_proj->precision(), ops::runnable_precision(Precision::BF16));
 }
 
 INSTANTIATE_TEST_SUITE_P(FastModes, PrecisionAccuracy,
