@@ -77,13 +77,14 @@ TEST_P(PrecisionAccuracy, ImagesAgainstTheFp32Engine) {
 }
 
 // Which precision each model runs at per mode, on a CPU with AVX512-BF16 and VNNI (as oneDNN
-// sees this one) and on one without: only the fp32 mode keeps the VAE exact.
+// sees this one) and on one without: only the fp32 mode keeps the VAE exact; the int8 mode runs
+// the UNet and the VAE int8, the text encoder bf16.
 TEST(PrecisionModes, EachModelsPrecisionPerMode) {
   CpuInfo fast_cpu = cpu_info();
   fast_cpu.avx512_bf16 = true;
   const PipelinePrecision bf16 = resolve_precision("bf16", fast_cpu), int8 = resolve_precision("int8", fast_cpu);
   EXPECT_EQ(bf16.vae, bf16.unet);  // bf16 (Winograd) where the CPU has it, else both fp32
-  EXPECT_EQ(int8.vae, bf16.vae);  // the VAE of the bf16 mode
+  EXPECT_EQ(int8.vae, int8.unet);  // int8 too
   EXPECT_EQ(int8.unet, ops::runnable_precision(Precision::INT8));
   EXPECT_EQ(resolve_precision("fp32", fast_cpu).vae, Precision::FP32);
   CpuInfo plain_cpu = cpu_info();
@@ -92,21 +93,35 @@ TEST(PrecisionModes, EachModelsPrecisionPerMode) {
   EXPECT_THROW(resolve_precision("int4", fast_cpu), InputError);
 }
 
-// In the int8 mode a UNet resnet's 3x3 convolutions run int8 and its 1x1 conv_shortcut (over
-// the skip concatenation in the up blocks) bf16, as do the matrix products.
-TEST(PrecisionModes, Int8ResnetKeepsItsShortcutBf16) {
+// In the int8 mode the UNet's 3x3 convolutions and matrix products run int8, its 1x1
+// convolutions (a resnet's conv_shortcut over the skip concatenation, a transformer's proj_in
+// and proj_out) bf16.
+TEST(PrecisionModes, Int8UNetKeepsItsPointwiseConvolutionsBf16) {
   if (ops::runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no VNNI";
   const auto config = UNetConfig::from_json(read_json_file(test::golden_dir() / "tiny-lcm/unet/config.json"), "unet");
   const SafetensorsSource weights(test::golden_dir() / "tiny-lcm/unet/diffusion_pytorch_model.safetensors");
+  const Weights unet(weights, Precision::INT8);
+  const Precision bf16 = ops::runnable_precision(Precision::BF16);
   // up_blocks.0.resnets.0: the widest up path concatenated with its skip connection.
   const int width = config.block_out_channels.back();
-  const ResnetBlock2D resnet(Weights(weights, Precision::INT8)["up_blocks"][0]["resnets"][0], 2 * width, width,
-                             config.time_embedding_dim, config.norm_num_groups, config.norm_eps);
+  const ResnetBlock2D resnet(unet["up_blocks"][0]["resnets"][0], 2 * width, width, config.time_embedding_dim,
+                             config.norm_num_groups, config.norm_eps);
   EXPECT_EQ(resnet.conv1.precision(), Precision::INT8);
   EXPECT_EQ(resnet.conv2.precision(), Precision::INT8);
+  EXPECT_EQ(resnet.time_emb_proj->precision(), Precision::INT8);
   ASSERT_TRUE(resnet.conv_shortcut.has_value());
-  EXPECT_EQ(resnet.conv_shortcut->precision(), ops::runnable_precision(Precision::BF16));
-  EXPECT_EQ(resnet.time_emb_proj->precision(), ops::runnable_precision(Precision::BF16));
+  EXPECT_EQ(resnet.conv_shortcut->precision(), bf16);
+  const int channels = config.block_out_channels[0];
+  const Transformer2DModel transformer(unet["down_blocks"][0]["attentions"][0], channels, config.num_attention_heads[0],
+                                       config.cross_attention_dim, config.transformer_layers_per_block[0],
+                                       config.norm_num_groups);
+  EXPECT_EQ(transformer.proj_in.precision(), bf16);
+  EXPECT_EQ(transformer.proj_out.precision(), bf16);
+  const BasicTransformerBlock& block = transformer.transformer_blocks.at(0);
+  EXPECT_EQ(block.attn1.to_q.precision(), Precision::INT8);
+  EXPECT_EQ(block.attn2.to_k.precision(), Precision::INT8);
+  EXPECT_EQ(block.ff_proj.precision(), Precision::INT8);
+  EXPECT_EQ(block.ff_out.precision(), Precision::INT8);
 }
 
 INSTANTIATE_TEST_SUITE_P(FastModes, PrecisionAccuracy,
