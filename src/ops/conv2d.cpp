@@ -543,16 +543,34 @@ struct Conv2d::Impl {
     return PlanKey{x[0], x[1], x[2], residual != nullptr, num_threads()};
   }
 
-  // y = conv(x) (+ residual): the primitive's sum post-op adds the residual copied into y.
-  void run_direct(const ConvPlan& plan, const Tensor& x, const Tensor* residual, Tensor& y) const {
+  // The int8 source of a direct plan (see detail::PaddedMap): an upsampled input is quantized
+  // row by row as it is made, so the 4x larger map is never stored.
+  detail::PaddedMap int8_source(const ConvSource& source) const {
+    const Shape& in = source.shape;
+    detail::PaddedMap padded{in[0], in[1], in[2], cin, int8_padding(), {}, std::nullopt};
+    const float* map = source.map.data();
+    if (source.upsampled) {
+      const int64_t width = source.map.dim(2), height = source.map.dim(1);
+      padded.make_row = [map, width, height, this](int64_t image, int64_t y, float* out) {
+        upsample_rows(map + image * height * width * cin, width, cin, y, y + 1, out);
+      };
+      padded.range = detail::value_range(map, source.map.numel());  // the same values, each 4 times
+    }
+    return padded;
+  }
+
+  // y = conv(source) (+ residual): the primitive's sum post-op adds the residual copied into y.
+  // An upsampled source only at INT8.
+  void run_direct(const ConvPlan& plan, const ConvSource& source, const Tensor* residual, Tensor& y) const {
     if (residual) detail::parallel_copy(y.data(), residual->data(), y.numel());
-    const detail::PaddedMap padded{x.dim(0), x.dim(1), x.dim(2), cin, int8_padding()};
-    const detail::SourceArguments source(precision, x.data(), x.numel(), plan.pd.src_desc(),
-                                         plan.to_bf16 ? &*plan.to_bf16 : nullptr, bias, &int8,
-                                         precision == Precision::INT8 ? &padded : nullptr);
+    const Tensor& x = source.map;
+    const detail::PaddedMap padded = precision == Precision::INT8 ? int8_source(source) : detail::PaddedMap{};
+    const detail::SourceArguments arguments(precision, x.data(), x.numel(), plan.pd.src_desc(),
+                                            plan.to_bf16 ? &*plan.to_bf16 : nullptr, bias, &int8,
+                                            precision == Precision::INT8 ? &padded : nullptr);
     std::unordered_map<int, memory> args{{DNNL_ARG_WEIGHTS, plan.weights},
                                          {DNNL_ARG_DST, detail::wrap_memory(plan.pd.dst_desc(), y.data())}};
-    source.add_to(args);
+    arguments.add_to(args);
     detail::run_primitive(plan.primitive, plan.pd, std::move(args));
   }
 
@@ -636,16 +654,20 @@ struct Conv2d::Impl {
                      std::min(detail::kWinogradF2BandBytes, detail::winograd_band_budget()));
   }
 
-  // True when calls of this key run on Winograd (creates and caches the plan).
-  bool runs_winograd(const PlanKey& key) {
+  // True when calls of this key can take a made input (ConvSource): on Winograd, whose layout
+  // conversion makes it, or an upsampled one at INT8, whose quantization makes it row by row
+  // (creates and caches the plan). A GroupNorm input at INT8 is made first: quantizing it as it
+  // is made needs its range first, so GroupNorm and SiLU would be computed twice, and that took
+  // the 512x512 VAE decode from 3.87 to 4.26 s (the upsampled input: 3.92 -> 3.85 s).
+  bool takes_made_input(const PlanKey& key, bool upsampled) {
     if (pointwise || key.batch == 0) return false;
-    if (winograd_f2) return true;
+    if (winograd_f2 || (precision == Precision::INT8 && upsampled)) return true;
     detail::sync_openmp_threads();
     return plan(key)->algorithm == ConvAlgorithm::kWinograd;
   }
 
   // y = conv(source) (+ residual) for a call checked by key_for; a source other than a stored
-  // map only where runs_winograd(key).
+  // map only where takes_made_input(key).
   Tensor run(const ConvSource& source, const PlanKey& key, const Tensor* residual) {
     Tensor y({key.batch, output_size(key.height), output_size(key.width), cout});
     if (key.batch == 0) return y;
@@ -658,8 +680,8 @@ struct Conv2d::Impl {
     const auto conv_plan = plan(key);
     if (conv_plan->algorithm == ConvAlgorithm::kWinograd)
       run_winograd(*conv_plan, source, residual, y);
-    else if (source.is_stored_map())
-      run_direct(*conv_plan, source.map, residual, y);
+    else if (source.is_stored_map() || (precision == Precision::INT8 && source.upsampled))
+      run_direct(*conv_plan, source, residual, y);
     else
       throw std::logic_error(describe() + ": a made input on a direct plan");
     return y;
@@ -722,7 +744,8 @@ Tensor Conv2d::normalized(const Tensor& x, const GroupNormArgs& norm, const Tens
   if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
   Impl& m = *impl_;
   const PlanKey key = m.key_for(x.shape(), residual);
-  if (!m.runs_winograd(key)) return (*this)(group_norm(x, norm.groups, norm.eps, norm.gamma, norm.beta, norm.silu), residual);
+  if (!m.takes_made_input(key, /*upsampled=*/false))
+    return (*this)(group_norm(x, norm.groups, norm.eps, norm.gamma, norm.beta, norm.silu), residual);
   const detail::GroupNormAffine affine = detail::group_norm_affine(x, norm);
   return m.run(ConvSource{x, x.shape(), &affine}, key, residual);
 }
@@ -734,7 +757,7 @@ Tensor Conv2d::upsampled(const Tensor& x, const Tensor* residual) const {
     throw std::invalid_argument(m.describe() + ": input " + shape_str(x.shape()) + " to upsample must be NHWC");
   const Shape shape{x.dim(0), 2 * x.dim(1), 2 * x.dim(2), x.dim(3)};
   const PlanKey key = m.key_for(shape, residual);
-  if (!m.runs_winograd(key)) return (*this)(upsample_nearest2x(x), residual);
+  if (!m.takes_made_input(key, /*upsampled=*/true)) return (*this)(upsample_nearest2x(x), residual);
   return m.run(ConvSource{x, shape, nullptr, /*upsampled=*/true}, key, residual);
 }
 

@@ -99,10 +99,10 @@ class Conv2d {
   Tensor operator()(const Tensor& x, const Tensor* residual = nullptr) const;
 
   // conv(group_norm(x, norm)) and conv(upsample_nearest2x(x)), equal bit for bit to those
-  // calls. On the Winograd path the normalisation or the upsampling happens inside the layout
-  // conversion the kernel needs anyway, so the intermediate map is never stored (the VAE
-  // decoder's largest are 64 MB at 256x256) and is written and read once less; on the other
-  // paths the map is made first.
+  // calls. On the Winograd paths the normalisation or the upsampling happens inside the layout
+  // conversion the kernel needs anyway, and the int8 path upsamples inside its quantization, so
+  // the intermediate map is never stored (the VAE decoder's largest are 64 MB at 256x256) and
+  // is written and read once less; on the other paths the map is made first.
   Tensor normalized(const Tensor& x, const GroupNormArgs& norm, const Tensor* residual = nullptr) const;
   Tensor upsampled(const Tensor& x, const Tensor* residual = nullptr) const;
 

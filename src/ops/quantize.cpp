@@ -166,18 +166,26 @@ ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* 
 
 ActivationQuantization quantize_activations_padded(const float* x, const PaddedMap& map, uint8_t* q) {
   constexpr float kLevels = 255.f;
-  const int64_t n = map.batch * map.height * map.width * map.channels;
-  const Range range = value_range(x, n);
+  const int64_t row = map.width * map.channels, padded_row = map.padded_width() * map.channels;
+  const int64_t rows = map.batch * map.height, grain = std::max<int64_t>(1, kQuantizeGrain / row);
+  // Row y of an image, made into the calling thread's scratch if the map is not stored.
+  auto row_of = [&](int64_t r) -> const float* {
+    if (!map.make_row) return x + r * row;
+    auto* scratch = static_cast<float*>(thread_buffer(ThreadBuffer::kBlockedSource, sizeof(float) * row));
+    map.make_row(r / map.height, r % map.height, scratch);
+    return scratch;
+  };
+  if (map.make_row && !map.range) throw std::logic_error("quantize_activations_padded: made rows need their range");
+  const Range range = map.range ? *map.range : value_range(x, rows * row);
   if (std::isnan(range.min) || range.max == range.min) {  // see quantize_activations
     std::memset(q, 0, static_cast<size_t>(map.padded_elements()));
     return ActivationQuantization{std::isnan(range.min) ? range.min : 1.f, 0};
   }
   const float scale = (range.max - range.min) / kLevels, inv_scale = kLevels / (range.max - range.min);
   const auto zero_point = static_cast<int32_t>(std::nearbyint(-range.min * inv_scale));
-  const int64_t row = map.width * map.channels, padded_row = map.padded_width() * map.channels;
-  const int64_t side = map.padding * map.channels, rows = map.batch * map.padded_height();
+  const int64_t side = map.padding * map.channels, padded_rows = map.batch * map.padded_height();
   const auto fill = static_cast<uint8_t>(zero_point);
-  parallel_range(rows, std::max<int64_t>(1, kQuantizeGrain / padded_row), [&](int64_t begin, int64_t end) {
+  parallel_range(padded_rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t image = r / map.padded_height(), y = r % map.padded_height() - map.padding;
       uint8_t* out = q + r * padded_row;
@@ -186,7 +194,7 @@ ActivationQuantization quantize_activations_padded(const float* x, const PaddedM
         continue;
       }
       std::memset(out, fill, static_cast<size_t>(side));
-      quantize_kernel(x + (image * map.height + y) * row, row, inv_scale, static_cast<float>(zero_point), out + side);
+      quantize_kernel(row_of(image * map.height + y), row, inv_scale, static_cast<float>(zero_point), out + side);
       std::memset(out + side + row, fill, static_cast<size_t>(side));
     }
   });

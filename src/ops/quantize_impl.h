@@ -6,6 +6,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -58,13 +59,20 @@ Range value_range(const float* x, int64_t n);
 // zero point (the quantized 0.0), around the batch x height x width x channels image.
 struct PaddedMap {
   int64_t batch, height, width, channels, padding;
+  // For a map that is not stored (a convolution's upsampled input, see Conv2d::upsampled):
+  // makes row y of an image (width x channels floats) into `scratch`; and the range of the
+  // whole map, known without making it.
+  std::function<void(int64_t image, int64_t y, float* scratch)> make_row;
+  std::optional<Range> range;
+
   int64_t padded_height() const { return height + 2 * padding; }
   int64_t padded_width() const { return width + 2 * padding; }
   int64_t padded_elements() const { return batch * padded_height() * padded_width() * channels; }
 };
 
-// quantize_activations into that padded layout: the scale and zero point come from the
-// image's range, the border gets the zero point.
+// quantize_activations into that padded layout, from the stored map x or from made rows (x
+// unused): the scale and zero point come from the image's range, the border gets the zero
+// point. Made rows give the same values as the map they make, bit for bit.
 ActivationQuantization quantize_activations_padded(const float* x, const PaddedMap& map, uint8_t* q);
 
 // An int8 primitive's attributes: a runtime source zero point (unless the caller folds it into

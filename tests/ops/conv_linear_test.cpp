@@ -280,7 +280,8 @@ class MadeInput : public ::testing::TestWithParam<MadeInputCase> {};
 // conv.normalized(x, norm) is conv(group_norm(x, norm)) and conv.upsampled(x) is
 // conv(upsample_nearest2x(x)), bit for bit: fused into the Winograd path's layout conversion
 // (whole or in bands, where halo rows come from the neighbouring bands), made band by band for
-// bf16 Winograd, and made first on a direct path (bf16 here).
+// bf16 Winograd, upsampled row by row as int8 quantizes it, and made first on a direct path
+// (bf16 here, and int8's GroupNorm).
 TEST_P(MadeInput, EqualsMakingTheInputFirst) {
   const MadeInputCase c = GetParam();
   const BandBudget scope(c.band_budget);
@@ -315,7 +316,8 @@ INSTANTIATE_TEST_SUITE_P(
                       MadeInputCase{"winograd_in_bands", 2, 132, 38, 32, 48, Precision::FP32, 0},
                       MadeInputCase{"direct_bf16", 1, 24, 20, 32, 16, Precision::BF16, SIZE_MAX},
                       MadeInputCase{"bf16_winograd_in_bands", 2, 35, 18, 32, 48, Precision::BF16, 0,
-                                    Bf16Convolution::kWinograd}),
+                                    Bf16Convolution::kWinograd},
+                      MadeInputCase{"int8", 2, 26, 19, 32, 48, Precision::INT8, SIZE_MAX}),
     [](const ::testing::TestParamInfo<MadeInputCase>& info) { return std::string(info.param.name); });
 
 TEST(MadeInput, BadInputsThrowNamingTheProblem) {
