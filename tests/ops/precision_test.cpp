@@ -495,6 +495,11 @@ TEST(Int8Quantization, NonFiniteInputGivesNanOutput) {
   x.data()[100] = std::numeric_limits<float>::quiet_NaN();
   const Tensor y = conv(x);
   EXPECT_TRUE(std::isnan(y.data()[0])) << y.data()[0];
+  // Also where the quantization makes its input: GroupNorm, and upsampling.
+  const Tensor normalized = conv.normalized(x, {4, 1e-5f, nullptr, nullptr, /*silu=*/true});
+  EXPECT_TRUE(std::isnan(normalized.data()[0])) << normalized.data()[0];
+  const Tensor upsampled = conv.upsampled(x);
+  EXPECT_TRUE(std::isnan(upsampled.data()[0])) << upsampled.data()[0];
 }
 
 // On a CPU without bf16 and VNNI instructions the low precisions fall back to fp32 with a
