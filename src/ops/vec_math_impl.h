@@ -17,7 +17,9 @@ namespace lcmd::ops::detail {
 // NaN in gives NaN out.
 inline float exp_approx_split(float hi, float lo) {
   constexpr float kLow = -87.33654f, kHigh = 88.37626f;
-  const float xc = hi < kLow ? kLow : (hi > kHigh ? kHigh : hi);
+  // A NaN is clamped too (to kLow, by the comparisons' order), so that the integer conversion
+  // below never sees it (undefined behaviour, and a sanitizer abort); it is returned at the end.
+  const float xc = hi >= kLow ? (hi <= kHigh ? hi : kHigh) : kLow;
   // x = n ln2 + r with |r| <= ln2/2; adding 1.5 * 2^23 rounds x/ln2 to an integer.
   constexpr float kRoundMagic = 12582912.0f;
   const float n = (xc * 1.44269504088896341f + kRoundMagic) - kRoundMagic;
@@ -39,7 +41,7 @@ inline float exp_approx_split(float hi, float lo) {
   float two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
   const float result = hi > kHigh ? INFINITY : p * two_n;
-  return hi < kLow ? 0.f : result;
+  return hi < kLow ? 0.f : (hi == hi ? result : hi);
 }
 
 inline float exp_approx(float x) { return exp_approx_split(x, 0.f); }
