@@ -519,11 +519,11 @@ struct Conv2d::Impl {
     // An int8 layer always has a bias: its source zero point is folded into it.
     if (bias_values || precision == Precision::INT8) {
       has_bias = true;
+      std::vector<float> values = bias_values ? std::vector<float>(bias_values, bias_values + cout)
+                                              : std::vector<float>(static_cast<size_t>(cout), 0.f);
       bias = memory({{cout}, dt::f32, tag::x}, detail::cpu_engine());
-      if (bias_values) std::memcpy(bias.get_data_handle(), bias_values, sizeof(float) * cout);
-      else std::memset(bias.get_data_handle(), 0, sizeof(float) * cout);
-      if (precision == Precision::INT8) int8.bias.assign(static_cast<const float*>(bias.get_data_handle()),
-                                                         static_cast<const float*>(bias.get_data_handle()) + cout);
+      std::memcpy(bias.get_data_handle(), values.data(), sizeof(float) * cout);
+      if (precision == Precision::INT8) int8.bias = std::move(values);
     }
     return false;
   }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -145,27 +146,43 @@ Range value_range(const float* x, int64_t n) {
   return range;
 }
 
-ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* q) {
+namespace {
+
+// The quantization of values in `range` (0 in it): its 255 levels spread over the range. Empty
+// when there is nothing to spread: all values zero (scale 1) or a NaN / infinite one (scale
+// NaN, so the layer's output becomes NaN, as in fp32); every q is then 0.
+struct Levels {
+  ActivationQuantization quantization;
+  float inv_scale;
+};
+std::optional<Levels> levels_for(Range range, ActivationQuantization* degenerate) {
   constexpr float kLevels = 255.f;
-  const Range range = value_range(x, n);
-  if (std::isnan(range.min)) {  // NaN scale: the layer's output becomes NaN, as in fp32
-    std::memset(q, 0, static_cast<size_t>(n));
-    return ActivationQuantization{range.min, 0};
+  if (std::isnan(range.min) || range.max == range.min) {
+    *degenerate = ActivationQuantization{std::isnan(range.min) ? range.min : 1.f, 0};
+    return std::nullopt;
   }
-  if (range.max == range.min) {  // all zero
+  const float inv_scale = kLevels / (range.max - range.min);
+  return Levels{{(range.max - range.min) / kLevels, static_cast<int32_t>(std::nearbyint(-range.min * inv_scale))},
+                inv_scale};
+}
+
+}  // namespace
+
+ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* q) {
+  ActivationQuantization degenerate;
+  const std::optional<Levels> levels = levels_for(value_range(x, n), &degenerate);
+  if (!levels) {
     std::memset(q, 0, static_cast<size_t>(n));
-    return ActivationQuantization{1.f, 0};
+    return degenerate;
   }
-  const float scale = (range.max - range.min) / kLevels, inv_scale = kLevels / (range.max - range.min);
-  const auto zero_point = static_cast<int32_t>(std::nearbyint(-range.min * inv_scale));
+  const auto zero_point = static_cast<float>(levels->quantization.zero_point);
   parallel_range(n, kQuantizeGrain, [&](int64_t begin, int64_t end) {
-    quantize_kernel(x + begin, end - begin, inv_scale, static_cast<float>(zero_point), q + begin);
+    quantize_kernel(x + begin, end - begin, levels->inv_scale, zero_point, q + begin);
   });
-  return ActivationQuantization{scale, zero_point};
+  return levels->quantization;
 }
 
 ActivationQuantization quantize_activations_padded(const float* x, const PaddedMap& map, uint8_t* q) {
-  constexpr float kLevels = 255.f;
   const int64_t row = map.width * map.channels, padded_row = map.padded_width() * map.channels;
   const int64_t rows = map.batch * map.height, grain = std::max<int64_t>(1, kQuantizeGrain / row);
   // Row y of an image, made into the calling thread's scratch if the map is not stored.
@@ -176,13 +193,13 @@ ActivationQuantization quantize_activations_padded(const float* x, const PaddedM
     return scratch;
   };
   if (map.make_row && !map.range) throw std::logic_error("quantize_activations_padded: made rows need their range");
-  const Range range = map.range ? *map.range : value_range(x, rows * row);
-  if (std::isnan(range.min) || range.max == range.min) {  // see quantize_activations
+  ActivationQuantization degenerate;
+  const std::optional<Levels> levels = levels_for(map.range ? *map.range : value_range(x, rows * row), &degenerate);
+  if (!levels) {
     std::memset(q, 0, static_cast<size_t>(map.padded_elements()));
-    return ActivationQuantization{std::isnan(range.min) ? range.min : 1.f, 0};
+    return degenerate;
   }
-  const float scale = (range.max - range.min) / kLevels, inv_scale = kLevels / (range.max - range.min);
-  const auto zero_point = static_cast<int32_t>(std::nearbyint(-range.min * inv_scale));
+  const int32_t zero_point = levels->quantization.zero_point;
   const int64_t side = map.padding * map.channels, padded_rows = map.batch * map.padded_height();
   const auto fill = static_cast<uint8_t>(zero_point);
   parallel_range(padded_rows, grain, [&](int64_t begin, int64_t end) {
@@ -194,11 +211,12 @@ ActivationQuantization quantize_activations_padded(const float* x, const PaddedM
         continue;
       }
       std::memset(out, fill, static_cast<size_t>(side));
-      quantize_kernel(row_of(image * map.height + y), row, inv_scale, static_cast<float>(zero_point), out + side);
+      quantize_kernel(row_of(image * map.height + y), row, levels->inv_scale, static_cast<float>(zero_point),
+                      out + side);
       std::memset(out + side + row, fill, static_cast<size_t>(side));
     }
   });
-  return ActivationQuantization{scale, zero_point};
+  return levels->quantization;
 }
 
 std::vector<int32_t> weight_sums(const Int8Weights& weights) {
