@@ -37,6 +37,9 @@ class Tensor {
   int64_t dim(int i) const { return shape_[i < 0 ? shape_.size() + i : i]; }
   int64_t numel() const { return shape_numel(shape_); }
   bool empty() const { return data_ == nullptr; }
+  // True when no other tensor (a copy, a reshape) shares this one's storage: an op may then
+  // write its result into that storage (see Conv2d and Linear's residual overloads).
+  bool sole_owner() const { return storage_ && storage_.use_count() == 1; }
 
   // Same storage, new shape with the same element count.
   Tensor reshape(Shape shape) const;

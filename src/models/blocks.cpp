@@ -89,7 +89,7 @@ Tensor ResnetBlock2D::forward(Tensor x, const Tensor* temb) const {
   // The convolutions normalise their own inputs (Conv2d::normalized): norm1's and norm2's
   // outputs are never stored whole where the kernel allows it. With a conv_shortcut, x is
   // needed only for it and for conv1: x can go (if the caller moved it in) once both have run.
-  const std::optional<Tensor> shortcut = conv_shortcut ? std::optional<Tensor>((*conv_shortcut)(x)) : std::nullopt;
+  std::optional<Tensor> shortcut = conv_shortcut ? std::optional<Tensor>((*conv_shortcut)(x)) : std::nullopt;
   Tensor h = conv1.normalized(x, {groups, eps, norm1.weight.data(), norm1.bias.data(), /*silu=*/true});
   const bool changes_channels = shortcut.has_value();
   if (changes_channels) {
@@ -111,8 +111,9 @@ Tensor ResnetBlock2D::forward(Tensor x, const Tensor* temb) const {
     }
   }
   // (shortcut + conv2(norm2(h))) / output_scale_factor(1)
+  // The residual is given up: conv2 adds into its storage where nothing else holds it.
   return conv2.normalized(h, {groups, eps, norm2.weight.data(), norm2.bias.data(), /*silu=*/true},
-                          changes_channels ? &*shortcut : &x);
+                          changes_channels ? std::move(*shortcut) : std::move(x));
 }
 
 // ---- Down / Upsample ----
@@ -165,13 +166,14 @@ Attention::Attention(const Weights& w, int query_dim, int context_dim, int heads
       to_v(load_linear(w["to_v"], context_dim, query_dim, qkv_bias)),
       to_out(load_linear(w["to_out"][0], query_dim, query_dim)) {}
 
-Tensor Attention::forward(const Tensor& x, const Tensor* context, const Tensor* residual) const {
+Tensor Attention::forward(const Tensor& x, const Tensor* context, Tensor residual) const {
   const Tensor& kv_input = context ? *context : x;
-  return to_out(ops::attention(to_q(x), to_k(kv_input), to_v(kv_input), heads, /*causal=*/false, precision), residual);
+  return to_out(ops::attention(to_q(x), to_k(kv_input), to_v(kv_input), heads, /*causal=*/false, precision),
+                std::move(residual));
 }
 
-Tensor Attention::forward(const Tensor& x, const CrossAttentionKV& context_kv, const Tensor* residual) const {
-  return to_out(ops::attention(to_q(x), context_kv.kv), residual);
+Tensor Attention::forward(const Tensor& x, const CrossAttentionKV& context_kv, Tensor residual) const {
+  return to_out(ops::attention(to_q(x), context_kv.kv), std::move(residual));
 }
 
 CrossAttentionKV Attention::project_context(const Tensor& context) const {
@@ -189,14 +191,14 @@ BasicTransformerBlock::BasicTransformerBlock(const Weights& w, int dim, int head
       ff_proj(load_linear(w["ff"]["net"][0]["proj"], dim, 8 * dim)),
       ff_out(load_linear(w["ff"]["net"][2], 4 * dim, dim)) {}
 
-Tensor BasicTransformerBlock::forward(const Tensor& x, const CrossAttentionKV& context_kv) const {
+Tensor BasicTransformerBlock::forward(Tensor x, const CrossAttentionKV& context_kv) const {
   constexpr float kLayerNormEps = 1e-5f;
   Tensor h = ops::layer_norm(x, kLayerNormEps, norm1.weight.data(), norm1.bias.data());
-  Tensor out = attn1.forward(h, nullptr, &x);
+  Tensor out = attn1.forward(h, nullptr, std::move(x));
   h = ops::layer_norm(out, kLayerNormEps, norm2.weight.data(), norm2.bias.data());
-  out = attn2.forward(h, context_kv, &out);
+  out = attn2.forward(h, context_kv, std::move(out));
   h = ops::layer_norm(out, kLayerNormEps, norm3.weight.data(), norm3.bias.data());
-  return ff_out(ops::geglu(ff_proj(h)), &out);
+  return ff_out(ops::geglu(ff_proj(h)), std::move(out));
 }
 
 // ---- Transformer2DModel ----
@@ -215,7 +217,7 @@ Tensor Transformer2DModel::forward(const Tensor& x, const CrossAttentionKV* cont
   const int64_t n = x.dim(0), c = x.dim(3);
   Tensor h = ops::group_norm(x, groups, kGroupNormEps, norm.weight.data(), norm.bias.data(), /*silu=*/false);
   h = proj_in(h).reshape({n, x.dim(1) * x.dim(2), c});  // NHWC is already [N, HW, C]
-  for (const auto& block : transformer_blocks) h = block.forward(h, *context_kv++);
+  for (const auto& block : transformer_blocks) h = block.forward(std::move(h), *context_kv++);
   return proj_out(h.reshape(x.shape()), &x);
 }
 

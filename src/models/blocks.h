@@ -77,10 +77,11 @@ ops::AttentionPrecision attention_precision(Precision p);
 struct Attention {
   Attention(const Weights& w, int query_dim, int context_dim, int heads, bool qkv_bias);
   // x [N, T, query_dim]; context [N, S, context_dim] or nullptr for self-attention.
-  // residual (x's shape) is added to the output projection when given.
-  Tensor forward(const Tensor& x, const Tensor* context, const Tensor* residual) const;
+  // residual (x's shape) is added to the output projection, into its storage if no other
+  // tensor shares it (ops::Linear's residual overload).
+  Tensor forward(const Tensor& x, const Tensor* context, Tensor residual) const;
   // Cross-attention with keys and values from project_context.
-  Tensor forward(const Tensor& x, const CrossAttentionKV& kv, const Tensor* residual) const;
+  Tensor forward(const Tensor& x, const CrossAttentionKV& kv, Tensor residual) const;
   CrossAttentionKV project_context(const Tensor& context) const;
 
   int heads;
@@ -93,7 +94,8 @@ struct Attention {
 struct BasicTransformerBlock {
   BasicTransformerBlock(const Weights& w, int dim, int heads, int context_dim);
   // context_kv: attn2's keys and values of the text embedding (attn2.project_context).
-  Tensor forward(const Tensor& x, const CrossAttentionKV& context_kv) const;
+  // x is the residual stream: the block adds to its storage when the caller gives it up.
+  Tensor forward(Tensor x, const CrossAttentionKV& context_kv) const;
 
   Norm norm1, norm2, norm3;
   Attention attn1, attn2;

@@ -166,10 +166,10 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, int timestep, const U
   }
 
   // 3. mid block.
-  h = mid_block.resnets[0].forward(h, &emb);
+  h = mid_block.resnets[0].forward(std::move(h), &emb);
   for (size_t j = 0; j < mid_block.attentions.size(); ++j) {
     h = mid_block.attentions[j].forward(h, next_kv(mid_block.attentions[j]));
-    h = mid_block.resnets[j + 1].forward(h, &emb);
+    h = mid_block.resnets[j + 1].forward(std::move(h), &emb);
   }
   record("mid_block", h);
 

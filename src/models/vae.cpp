@@ -32,10 +32,12 @@ Tensor VaeMidBlock::forward(const Tensor& x) const {
     const Tensor normed = ops::group_norm(h, groups, kVaeNormEps, attention_norm->weight.data(),
                                           attention_norm->bias.data(), /*silu=*/false);
     const Tensor seq = normed.reshape({n, tokens, c});
-    const Tensor residual = h.reshape({n, tokens, c});
-    h = attention->forward(seq, nullptr, &residual).reshape(h.shape());
+    const Shape shape = h.shape();
+    Tensor residual = h.reshape({n, tokens, c});
+    h = Tensor();  // residual holds the map alone: the output projection adds into it
+    h = attention->forward(seq, nullptr, std::move(residual)).reshape(shape);
   }
-  return resnets[1].forward(h, nullptr);
+  return resnets[1].forward(std::move(h), nullptr);
 }
 
 VaeDecoder::VaeDecoder(const VaeConfig& c, const Weights& w)

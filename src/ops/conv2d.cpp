@@ -559,8 +559,8 @@ struct Conv2d::Impl {
     return padded;
   }
 
-  // y = conv(source) (+ residual): the primitive's sum post-op adds the residual copied into y.
-  // An upsampled source only at INT8.
+  // y = conv(source) (+ residual): the primitive's sum post-op adds the residual copied into y
+  // (or already there: residual null on a plan made for one). An upsampled source only at INT8.
   void run_direct(const ConvPlan& plan, const ConvSource& source, const Tensor* residual, Tensor& y) const {
     if (residual) detail::parallel_copy(y.data(), residual->data(), y.numel());
     const Tensor& x = source.map;
@@ -666,24 +666,35 @@ struct Conv2d::Impl {
     return plan(key)->algorithm == ConvAlgorithm::kWinograd;
   }
 
+  // True when a call may write its result into `residual`'s storage (see run): no other tensor
+  // shares it, and it is not the input.
+  static bool accumulable(const Tensor& x, const Tensor& residual) {
+    return residual.sole_owner() && residual.data() != x.data();
+  }
+
   // y = conv(source) (+ residual) for a call checked by key_for; a source other than a stored
-  // map only where takes_made_input(key).
-  Tensor run(const ConvSource& source, const PlanKey& key, const Tensor* residual) {
-    Tensor y({key.batch, output_size(key.height), output_size(key.width), cout});
-    if (key.batch == 0) return y;
-    count_macs(static_cast<uint64_t>(y.numel()) * cin * kernel * kernel);
+  // map only where takes_made_input(key). `accumulate` (the residual itself, see accumulable):
+  // a direct plan writes y into its storage, its sum post-op adding what is there, instead of
+  // into a new map the residual is copied into first. The Winograd paths add the residual in
+  // their output conversion, which reads it while writing y: they always take a new map.
+  Tensor run(const ConvSource& source, const PlanKey& key, const Tensor* residual, Tensor* accumulate = nullptr) {
+    const Shape out_shape{key.batch, output_size(key.height), output_size(key.width), cout};
+    if (key.batch == 0) return Tensor(out_shape);
+    count_macs(static_cast<uint64_t>(shape_numel(out_shape)) * cin * kernel * kernel);
     detail::sync_openmp_threads();
-    if (winograd_f2) {
-      run_winograd_f2(source, residual, y);
+    const auto conv_plan = winograd_f2 ? nullptr : plan(key);
+    if (winograd_f2 || conv_plan->algorithm == ConvAlgorithm::kWinograd) {
+      Tensor y(out_shape);
+      if (winograd_f2)
+        run_winograd_f2(source, residual, y);
+      else
+        run_winograd(*conv_plan, source, residual, y);
       return y;
     }
-    const auto conv_plan = plan(key);
-    if (conv_plan->algorithm == ConvAlgorithm::kWinograd)
-      run_winograd(*conv_plan, source, residual, y);
-    else if (source.is_stored_map() || (precision == Precision::INT8 && source.upsampled))
-      run_direct(*conv_plan, source, residual, y);
-    else
+    if (!source.is_stored_map() && !(precision == Precision::INT8 && source.upsampled))
       throw std::logic_error(describe() + ": a made input on a direct plan");
+    Tensor y = accumulate ? std::move(*accumulate) : Tensor(out_shape);
+    run_direct(*conv_plan, source, accumulate ? nullptr : residual, y);
     return y;
   }
 };
@@ -738,6 +749,24 @@ Tensor Conv2d::operator()(const Tensor& x, const Tensor* residual) const {
   const PlanKey key = m.key_for(x.shape(), residual);
   if (m.pointwise) return (*m.pointwise)(x, residual);
   return m.run(ConvSource{x, x.shape()}, key, residual);
+}
+
+Tensor Conv2d::operator()(const Tensor& x, Tensor&& residual) const {
+  if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
+  Impl& m = *impl_;
+  const PlanKey key = m.key_for(x.shape(), &residual);
+  if (m.pointwise) return (*m.pointwise)(x, std::move(residual));
+  return m.run(ConvSource{x, x.shape()}, key, &residual, Impl::accumulable(x, residual) ? &residual : nullptr);
+}
+
+Tensor Conv2d::normalized(const Tensor& x, const GroupNormArgs& norm, Tensor&& residual) const {
+  if (!impl_) throw std::logic_error("Conv2d: called on a default-constructed convolution (no weights)");
+  Impl& m = *impl_;
+  const PlanKey key = m.key_for(x.shape(), &residual);
+  if (!m.takes_made_input(key, /*upsampled=*/false))
+    return (*this)(group_norm(x, norm.groups, norm.eps, norm.gamma, norm.beta, norm.silu), std::move(residual));
+  const detail::GroupNormAffine affine = detail::group_norm_affine(x, norm);
+  return m.run(ConvSource{x, x.shape(), &affine}, key, &residual, Impl::accumulable(x, residual) ? &residual : nullptr);
 }
 
 Tensor Conv2d::normalized(const Tensor& x, const GroupNormArgs& norm, const Tensor* residual) const {

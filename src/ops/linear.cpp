@@ -181,15 +181,23 @@ StoredWeights Linear::stored_weights() const {
   return {detail::describe_layout(md), impl_->weights.get_data_handle(), md.get_size()};
 }
 
-Tensor Linear::operator()(const Tensor& x, const Tensor* residual) const {
+Tensor Linear::operator()(const Tensor& x, const Tensor* residual) const { return run(x, residual, nullptr); }
+
+Tensor Linear::operator()(const Tensor& x, Tensor&& residual) const {
+  const bool in_place = residual.sole_owner() && residual.data() != x.data();
+  return run(x, &residual, in_place ? &residual : nullptr);
+}
+
+Tensor Linear::run(const Tensor& x, const Tensor* residual, Tensor* accumulate) const {
   if (!impl_) throw std::logic_error("Linear: called on a default-constructed layer (no weights)");
   Impl& m = *impl_;
   const int in = m.in, out = m.out;
   Shape out_shape;
   const int64_t rows = m.rows_of(x, residual, &out_shape);
-  Tensor y(out_shape);
+  // The primitive's sum post-op adds what y holds: the residual, copied in or accumulated into.
+  Tensor y = accumulate ? std::move(*accumulate) : Tensor(out_shape);
   if (rows == 0) return y;
-  if (residual) detail::parallel_copy(y.data(), residual->data(), y.numel());
+  if (residual && !accumulate) detail::parallel_copy(y.data(), residual->data(), y.numel());
   count_macs(static_cast<uint64_t>(rows) * in * out);
 
   detail::sync_openmp_threads();

@@ -97,6 +97,10 @@ class Conv2d {
 
   // x: [N, H, W, cin] -> [N, Ho, Wo, cout]. If residual is given (output shape), it is added.
   Tensor operator()(const Tensor& x, const Tensor* residual = nullptr) const;
+  // The same, the residual given up by the caller: when it is its storage's sole owner (and
+  // not x), a direct convolution accumulates into that storage and returns it, without the
+  // copy and the new map the const overload needs. The same bits either way.
+  Tensor operator()(const Tensor& x, Tensor&& residual) const;
 
   // conv(group_norm(x, norm)) and conv(upsample_nearest2x(x)), equal bit for bit to those
   // calls. On the Winograd paths the normalisation or the upsampling happens inside the layout
@@ -104,6 +108,7 @@ class Conv2d {
   // the intermediate map is never stored (the VAE decoder's largest are 64 MB at 256x256) and
   // is written and read once less; on the other paths the map is made first.
   Tensor normalized(const Tensor& x, const GroupNormArgs& norm, const Tensor* residual = nullptr) const;
+  Tensor normalized(const Tensor& x, const GroupNormArgs& norm, Tensor&& residual) const;  // as operator()
   Tensor upsampled(const Tensor& x, const Tensor* residual = nullptr) const;
 
   int in_channels() const;
@@ -137,6 +142,9 @@ class Linear {
 
   // x: [..., in] -> [..., out]. If residual is given (output shape), it is added.
   Tensor operator()(const Tensor& x, const Tensor* residual = nullptr) const;
+  // The same, accumulating into the residual's storage when the caller gives it up and it is
+  // its sole owner (and not x), as Conv2d's overload. The same bits either way.
+  Tensor operator()(const Tensor& x, Tensor&& residual) const;
 
   int in_features() const;
   int out_features() const;
@@ -145,6 +153,8 @@ class Linear {
   std::string implementation(int64_t rows) const;
 
  private:
+  // y = x W^T + b (+ residual), into accumulate's storage when given (it is the residual).
+  Tensor run(const Tensor& x, const Tensor* residual, Tensor* accumulate) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

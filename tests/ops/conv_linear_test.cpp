@@ -403,5 +403,73 @@ TEST(Linear, BadInputsThrow) {
   EXPECT_THROW(Linear().operator()(Tensor::zeros({1, 3})), std::logic_error);
 }
 
+// The residual overloads taking the residual by rvalue: the same bits as the const ones at
+// every precision; a direct convolution or matmul writes into the residual's storage when it
+// holds it alone, and leaves a residual another tensor shares (or that is the input) untouched.
+TEST(ResidualGivenUp, SameBitsAndOnlySoleOwnersAreWrittenInto) {
+  for (const Precision p : {Precision::FP32, Precision::BF16, Precision::INT8}) {
+    SCOPED_TRACE(precision_name(p));
+    const std::vector<float> w = random_vector(32 * 32 * 9, 40), b = random_vector(32, 41);
+    const Conv2d conv(w.data(), b.data(), 32, 32, 3, 1, 1, p);  // 8x8: direct at every precision
+    const Linear linear(w.data(), b.data(), 96, 48, p);
+    const Tensor x = random_tensor({1, 8, 8, 32}, 42), rows = random_tensor({2, 5, 96}, 43);
+    const Tensor residual = random_tensor({1, 8, 8, 32}, 44), row_residual = random_tensor({2, 5, 48}, 45);
+    const GroupNormArgs norm{8, 1e-5f, nullptr, nullptr, true};
+    auto same_bits = [](const Tensor& a, const Tensor& e) {
+      return a.shape() == e.shape() && std::memcmp(a.data(), e.data(), sizeof(float) * e.numel()) == 0;
+    };
+    const Tensor conv_expected = conv(x, &residual), norm_expected = conv.normalized(x, norm, &residual);
+    const Tensor linear_expected = linear(rows, &row_residual);
+
+    Tensor sole = residual.clone();
+    const float* storage = sole.data();
+    Tensor y = conv(x, std::move(sole));
+    EXPECT_TRUE(same_bits(y, conv_expected));
+    EXPECT_EQ(y.data(), storage);  // written into the residual's storage
+    sole = residual.clone();
+    storage = sole.data();
+    y = conv.normalized(x, norm, std::move(sole));
+    EXPECT_TRUE(same_bits(y, norm_expected));
+    EXPECT_EQ(y.data(), storage);
+    Tensor sole_rows = row_residual.clone();
+    storage = sole_rows.data();
+    y = linear(rows, std::move(sole_rows));
+    EXPECT_TRUE(same_bits(y, linear_expected));
+    EXPECT_EQ(y.data(), storage);
+
+    Tensor shared = residual.clone();
+    const Tensor other = shared.reshape({64, 32});  // another tensor on the same storage
+    y = conv(x, std::move(shared));
+    EXPECT_TRUE(same_bits(y, conv_expected));
+    EXPECT_NE(y.data(), other.data());
+    EXPECT_TRUE(same_bits(other.reshape(residual.shape()), residual));
+    Tensor shared_rows = row_residual.clone();
+    const Tensor other_rows = shared_rows;
+    y = linear(rows, std::move(shared_rows));
+    EXPECT_TRUE(same_bits(y, linear_expected));
+    EXPECT_TRUE(same_bits(other_rows, row_residual));
+
+    Tensor input = x.clone();  // the input as its own residual: read while y is written
+    const Tensor input_expected = conv(x, &x);
+    y = conv(input, std::move(input));
+    EXPECT_TRUE(same_bits(y, input_expected));
+  }
+}
+
+// A Winograd convolution reads the residual while it writes its output: it takes a new map,
+// and gives the same bits.
+TEST(ResidualGivenUp, WinogradTakesANewMap) {
+  const std::vector<float> w = random_vector(64 * 64 * 9, 46), b = random_vector(64, 47);
+  const Conv2d conv(w.data(), b.data(), 64, 64, 3, 1, 1);  // fp32 Winograd from 256 output pixels
+  const Tensor x = random_tensor({1, 16, 16, 64}, 48), residual = random_tensor({1, 16, 16, 64}, 49);
+  ASSERT_NE(conv.implementation(x.shape()).find("winograd"), std::string::npos);
+  const Tensor expected = conv(x, &residual);
+  Tensor given = residual.clone();
+  const float* storage = given.data();
+  const Tensor y = conv(x, std::move(given));
+  EXPECT_NE(y.data(), storage);
+  EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), sizeof(float) * expected.numel()));
+}
+
 }  // namespace
 }  // namespace lcmd::ops
