@@ -5,8 +5,8 @@
 //   g++ -O2 -std=c++20 -fopenmp -Isrc bench/ops_bench.cpp build-prec/liblcmd_ops.a build-prec/liblcmd_core.a -ldnnl -o build-prec/ops_bench
 // Run: build-prec/ops_bench [--threads N] [--seconds S] [--peaks F32,BF16,INT8] [--only ops|banding]
 //
-// Each 3x3 shape is also timed as bf16 Winograd F(2x2, 3x3) (ops::Bf16Convolution::kWinograd, the
-// VAE decoder's convolutions), the last row of its group.
+// Each 3x3 shape is also timed as Winograd F(2x2, 3x3) in bf16 and int8
+// (ops::Conv3x3Algorithm::kWinograd, the VAE decoder's convolutions), the last rows of its group.
 // Each op is timed as the engine calls it (float32 NHWC in and out, so bf16 conversion, int8
 // quantization and Winograd's layout changes are included), median over repetitions filling
 // --seconds (default 0.5) after two warm-up calls. GFLOP/s counts 2 x the nominal multiply-adds
@@ -156,12 +156,15 @@ void bench_conv(int channels, int size, const Options& o) {
     if (p == Precision::FP32) reference = y;
     print_row(name, conv.precision(), conv.implementation(x.shape()), t, macs, relative_l2(y, reference), o);
   }
-  // bf16 Winograd F(2x2, 3x3), as the VAE decoder runs its convolutions (ops::Bf16Convolution).
-  const lcmd::ops::Conv2d winograd(w.data(), b.data(), channels, channels, 3, 1, 1, Precision::BF16,
-                                   lcmd::ops::Bf16Convolution::kWinograd);
-  Tensor y;
-  const Timing t = time_calls([&] { y = winograd(x); }, o.seconds);
-  print_row(name, winograd.precision(), winograd.implementation(x.shape()), t, macs, relative_l2(y, reference), o);
+  // Winograd F(2x2, 3x3) in bf16 and int8, as the VAE decoder runs its convolutions
+  // (ops::Conv3x3Algorithm).
+  for (const Precision p : {Precision::BF16, Precision::INT8}) {
+    const lcmd::ops::Conv2d winograd(w.data(), b.data(), channels, channels, 3, 1, 1, p,
+                                     lcmd::ops::Conv3x3Algorithm::kWinograd);
+    Tensor y;
+    const Timing t = time_calls([&] { y = winograd(x); }, o.seconds);
+    print_row(name, winograd.precision(), winograd.implementation(x.shape()), t, macs, relative_l2(y, reference), o);
+  }
 }
 
 void bench_gemm(int rows, int in, int out, const Options& o) {
@@ -214,9 +217,10 @@ void bench_banding(int cin, int cout, int size, const Options& o) {
 void run_op_tables(const Options& o) {
   std::printf("%-24s %-5s %9s %8s %7s %9s %5s  %s\n", "op", "prec", "ms", "GFLOP/s", "%peak", "err", "util",
               "kernel");
-  // UNet at a 32x32 latent (256x256 image), then the VAE decoder for a 256x256 image.
+  // UNet at a 32x32 latent (256x256 image), then the VAE decoder's widths at each of its sizes
+  // for a 256x256 image.
   for (const auto& [channels, size] : std::vector<std::pair<int, int>>{
-           {320, 32}, {640, 16}, {1280, 8}, {512, 64}, {256, 128}, {128, 256}})
+           {320, 32}, {640, 16}, {1280, 8}, {512, 32}, {512, 64}, {512, 128}, {256, 128}, {256, 256}, {128, 256}})
     bench_conv(channels, size, o);
   // Transformer GEMMs at 32x32 (rows x in x out): attention projections, GEGLU in and
   // out, the text embedding's cross-attention K/V.

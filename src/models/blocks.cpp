@@ -40,13 +40,13 @@ ops::Conv2d load_conv(const Weights& w, int cin, int cout, int kernel, int strid
     const Tensor b = bias ? w.tensor("bias", {cout}) : Tensor();
     return from_stored(w, [&] {
       return ops::Conv2d(*stored, bias ? b.data() : nullptr, cin, cout, kernel, stride, padding, precision,
-                         w.bf16_convolution());
+                         w.conv3x3_algorithm());
     });
   }
   const Tensor weight = w.matrix("weight", shape);  // before the bias: random init bounds it by the weight
   const Tensor b = bias ? w.tensor("bias", {cout}) : Tensor();
   ops::Conv2d conv(weight.data(), bias ? b.data() : nullptr, cin, cout, kernel, stride, padding, precision,
-                   w.bf16_convolution());
+                   w.conv3x3_algorithm());
   w.layer_built("weight", shape, conv.stored_weights());
   return conv;
 }

@@ -164,13 +164,13 @@ class RandomSource : public WeightSource {
 class Weights {
  public:
   explicit Weights(const WeightSource& source, Precision precision = Precision::FP32, std::string prefix = "",
-                   ops::Bf16Convolution bf16_convolution = ops::Bf16Convolution::kDirect)
-      : source_(&source), precision_(precision), prefix_(std::move(prefix)), bf16_convolution_(bf16_convolution) {}
+                   ops::Conv3x3Algorithm conv3x3_algorithm = ops::Conv3x3Algorithm::kDirect)
+      : source_(&source), precision_(precision), prefix_(std::move(prefix)), conv3x3_algorithm_(conv3x3_algorithm) {}
   Weights operator[](const std::string& child) const {
-    return Weights(*source_, precision_, prefix_ + child + ".", bf16_convolution_);
+    return Weights(*source_, precision_, prefix_ + child + ".", conv3x3_algorithm_);
   }
-  // This scope with its convolutions' bf16 algorithm set (ops::Bf16Convolution).
-  Weights with_bf16_convolution(ops::Bf16Convolution algorithm) const {
+  // This scope with its 3x3 convolutions' algorithm set (ops::Conv3x3Algorithm).
+  Weights with_conv3x3_algorithm(ops::Conv3x3Algorithm algorithm) const {
     return Weights(*source_, precision_, prefix_, algorithm);
   }
   Weights operator[](int index) const { return (*this)[std::to_string(index)]; }
@@ -188,13 +188,13 @@ class Weights {
   const std::string& prefix() const { return prefix_; }
   std::string describe() const { return source_->describe(); }  // e.g. the file, for messages
   Precision precision() const { return precision_; }
-  ops::Bf16Convolution bf16_convolution() const { return bf16_convolution_; }
+  ops::Conv3x3Algorithm conv3x3_algorithm() const { return conv3x3_algorithm_; }
 
  private:
   const WeightSource* source_;
   Precision precision_;
   std::string prefix_;
-  ops::Bf16Convolution bf16_convolution_;
+  ops::Conv3x3Algorithm conv3x3_algorithm_;
 };
 
 }  // namespace lcmd

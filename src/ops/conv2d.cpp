@@ -17,7 +17,7 @@
 //    its scratchpad (the transformed input and output tiles) and the blocked copies would
 //    otherwise take ~7 bytes per output pixel and channel for the whole image at once.
 //  - Winograd F(2x2, 3x3) with bf16 products (winograd_impl.h), for models that opt in
-//    (Bf16Convolution::kWinograd: SD's VAE decoder): hand-written transforms on NHWC around a
+//    (Conv3x3Algorithm::kWinograd: SD's VAE decoder): hand-written transforms on NHWC around a
 //    batched oneDNN bf16 matmul, 1.3-1.8x direct bf16 from 16x16 outputs up.
 #include <algorithm>
 #include <array>
@@ -260,13 +260,13 @@ struct Conv2d::Impl {
   int cin = 0, cout = 0, kernel = 0, stride = 1, padding = 0;
   bool has_bias = false;
   Precision precision = Precision::FP32;
-  Bf16Convolution bf16_convolution = Bf16Convolution::kDirect;
+  Conv3x3Algorithm conv3x3_algorithm = Conv3x3Algorithm::kDirect;
   bool winograd_capable = false;    // weights are OIhw16i16o f32, usable by Winograd and direct
   std::optional<Linear> pointwise;  // set for 1x1, stride 1, no padding
   memory weights;                   // [cout, cin, k, k] packed, in weights_type(precision)
   memory bias;                      // [cout] float32
   detail::Int8Scaling int8;         // INT8 only
-  std::optional<detail::WinogradF2Bf16> winograd_f2;  // set for BF16 layers it runs (then `weights` is empty)
+  std::unique_ptr<const detail::WinogradF2> winograd_f2;  // set for layers it runs (then `weights` is empty)
   std::mutex mutex;
   std::map<PlanKey, std::shared_ptr<const ConvPlan>> plans;
 
@@ -434,11 +434,18 @@ struct Conv2d::Impl {
     }
   }
 
-  // See Bf16Convolution (ops.h). Layers thinner than 16 channels (conv_in, conv_out) run
+  // See Conv3x3Algorithm (ops.h). Layers thinner than 16 channels (conv_in, conv_out) run
   // direct: products over 4 channels are memory-bound either way.
   bool winograd_f2_works() const {
-    return precision == Precision::BF16 && bf16_convolution == Bf16Convolution::kWinograd && kernel == 3 &&
-           stride == 1 && padding == 1 && std::min(cin, cout) >= kChannelBlock;
+    return (precision == Precision::BF16 || precision == Precision::INT8) &&
+           conv3x3_algorithm == Conv3x3Algorithm::kWinograd && kernel == 3 && stride == 1 && padding == 1 &&
+           std::min(cin, cout) >= kChannelBlock;
+  }
+
+  // Winograd F(2x2, 3x3) for this layer's weights ([cout, cin, 3, 3] float32) at its precision.
+  std::unique_ptr<const detail::WinogradF2> make_winograd_f2(const float* weight) const {
+    if (precision == Precision::INT8) return std::make_unique<const detail::WinogradF2Int8>(weight, cin, cout);
+    return std::make_unique<const detail::WinogradF2Bf16>(weight, cin, cout);
   }
 
   // The direct primitive the packed layout is chosen for, or nothing if oneDNN has only its
@@ -460,14 +467,14 @@ struct Conv2d::Impl {
       try {
         const memory::desc plain_md({cout, cin, kernel, kernel}, dt::f32, tag::oihw);
         if (given.get_desc() == plain_md) {
-          winograd_f2.emplace(static_cast<const float*>(given.get_data_handle()), cin, cout);
+          winograd_f2 = make_winograd_f2(static_cast<const float*>(given.get_data_handle()));
         } else {
           const std::vector<float> plain = detail::to_plain_f32(given, {cout, cin, kernel, kernel}, tag::oihw);
-          winograd_f2.emplace(plain.data(), cin, cout);
+          winograd_f2 = make_winograd_f2(plain.data());
         }
         if (in_place) detail::count_stored_weights_use(false);  // stored untransformed: transformed here
         return;
-      } catch (const std::runtime_error&) {  // no fast bf16 matmul for its products: run direct
+      } catch (const std::runtime_error&) {  // no fast matmul for its products: run direct
       }
     }
     winograd_capable = winograd_works();
@@ -492,9 +499,14 @@ struct Conv2d::Impl {
   void pack_transformed(const memory& transformed) {
     if (winograd_f2_works()) {
       try {
-        winograd_f2.emplace(transformed, cin, cout, /*in_place=*/true);
+        if (precision == Precision::INT8) {
+          winograd_f2 = std::make_unique<const detail::WinogradF2Int8>(transformed, cin, cout);
+          detail::count_stored_weights_use(false);  // quantized here
+        } else {
+          winograd_f2 = std::make_unique<const detail::WinogradF2Bf16>(transformed, cin, cout, /*in_place=*/true);
+        }
         return;
-      } catch (const std::runtime_error&) {  // no fast bf16 matmul: run direct
+      } catch (const std::runtime_error&) {  // no fast matmul: run direct
       }
     }
     detail::count_stored_weights_use(false);
@@ -705,10 +717,10 @@ Conv2d::Conv2d(Conv2d&&) noexcept = default;
 Conv2d& Conv2d::operator=(Conv2d&&) noexcept = default;
 
 Conv2d::Conv2d(const float* weight, const float* bias, int cin, int cout, int kernel, int stride, int padding,
-               Precision precision, Bf16Convolution bf16)
+               Precision precision, Conv3x3Algorithm algorithm)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
-  m.bf16_convolution = bf16;
+  m.conv3x3_algorithm = algorithm;
   const bool pointwise = m.init(cin, cout, kernel, stride, padding, bias, precision);
   if (!weight) throw std::invalid_argument(m.describe() + ": weight pointer is null");
   if (pointwise) {
@@ -720,10 +732,10 @@ Conv2d::Conv2d(const float* weight, const float* bias, int cin, int cout, int ke
 }
 
 Conv2d::Conv2d(const StoredWeights& weights, const float* bias, int cin, int cout, int kernel, int stride, int padding,
-               Precision precision, Bf16Convolution bf16)
+               Precision precision, Conv3x3Algorithm algorithm)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
-  m.bf16_convolution = bf16;
+  m.conv3x3_algorithm = algorithm;
   if (m.init(cin, cout, kernel, stride, padding, bias, precision)) {
     m.pointwise.emplace(weights, bias, cin, cout, precision);
     m.precision = m.pointwise->precision();
@@ -801,7 +813,7 @@ std::string Conv2d::implementation(const Shape& input) const {
   if (m.pointwise) return m.pointwise->implementation(key.batch * key.height * key.width);
   if (key.batch == 0) throw std::invalid_argument(m.describe() + ": batch must be positive to run a kernel");
   detail::sync_openmp_threads();
-  if (m.winograd_f2) return "bf16 winograd-f2 " + m.winograd_f2->implementation();
+  if (m.winograd_f2) return std::string(precision_name(m.precision)) + " winograd-f2 " + m.winograd_f2->implementation();
   const auto plan = m.plan(key);
   std::string algorithm = " direct ";
   if (plan->algorithm == ConvAlgorithm::kWinograd)

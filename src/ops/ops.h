@@ -59,13 +59,15 @@ struct GroupNormArgs {
   bool silu;           // x * sigmoid(x) after the affine
 };
 
-// The algorithms a BF16 3x3 convolution may run. kDirect rounds its input and weights to bf16
-// (2.2e-3 relative error per layer). kWinograd runs stride-1 layers as Winograd F(2x2, 3x3)
-// with bf16 products (src/ops/winograd_impl.h): 1.3-1.8x faster than direct from 16x16 outputs
-// up (slower below), at about twice the error (4e-3 per layer), which the model's accuracy
-// budget must allow: SD's VAE decoder, not its UNet (1.04e-2 against the 1e-2 bound on the
-// golden UNet). Its transformed weights are all the layer keeps.
-enum class Bf16Convolution { kDirect, kWinograd };
+// The algorithms a BF16 or INT8 3x3 convolution may run. kDirect: oneDNN's direct convolution
+// (bf16: 2.2e-3 relative error per layer; int8: 1.1-1.3e-2). kWinograd runs stride-1 layers as
+// Winograd F(2x2, 3x3) (src/ops/winograd_impl.h), 16 products per 4 outputs instead of 36:
+// in bf16 1.3-1.8x faster than direct from 16x16 outputs up (slower below), at about twice the
+// error (4e-3 per layer); in int8 1.1x (128 channels) to 1.5x (256-512 channels) faster, at
+// 1.9-2.0e-2 per layer. The model's accuracy budget must allow that: SD's VAE decoder, not its
+// UNet (bf16: 1.04e-2 against the 1e-2 bound on the golden UNet; int8 has no room left either).
+// Its transformed weights are all the layer keeps.
+enum class Conv3x3Algorithm { kDirect, kWinograd };
 
 // 2-D convolution with square kernel, symmetric zero padding. Weights are packed into the
 // kernel's layout once, at construction; primitives are created once per input shape.
@@ -73,7 +75,7 @@ enum class Bf16Convolution { kDirect, kWinograd };
 // counts as Winograd F(4x4, 3x3) (weights transformed per call, so no bigger copy is kept)
 // when the output has at least 256 pixels and the transformed weights take at most 64 MB,
 // where that is faster; other shapes run direct.
-// BF16 runs direct or Winograd F(2x2, 3x3) (see Bf16Convolution), INT8 direct. INT8 layers with fewer than 16 input or output channels (SD's
+// BF16 and INT8 run direct or Winograd F(2x2, 3x3) (see Conv3x3Algorithm). INT8 layers with fewer than 16 input or output channels (SD's
 // conv_in and conv_out) run BF16: int8 saves no time there and its error would land on the
 // model's output. Every call is thread-safe.
 class Conv2d {
@@ -81,13 +83,13 @@ class Conv2d {
   Conv2d();
   // weight: PyTorch layout [cout, cin, kernel, kernel]; bias: [cout] or nullptr.
   Conv2d(const float* weight, const float* bias, int cin, int cout, int kernel, int stride, int padding,
-         Precision precision = Precision::FP32, Bf16Convolution bf16 = Bf16Convolution::kDirect);
+         Precision precision = Precision::FP32, Conv3x3Algorithm algorithm = Conv3x3Algorithm::kDirect);
   // From weights stored in a compute layout (see StoredWeights): used in place, without a copy,
   // when it is the layout this layer computes on here, otherwise re-laid out. The data must
   // outlive the layer. std::invalid_argument when the layout does not describe [cout, cin, k, k]
   // weights in `size` bytes.
   Conv2d(const StoredWeights& weights, const float* bias, int cin, int cout, int kernel, int stride, int padding,
-         Precision precision, Bf16Convolution bf16 = Bf16Convolution::kDirect);
+         Precision precision, Conv3x3Algorithm algorithm = Conv3x3Algorithm::kDirect);
   // The weights as this layer computes on them, for a packed model (layout empty for int8). A
   // bf16 Winograd layer's are its transformed weights, dims [16, cin, cout].
   StoredWeights stored_weights() const;

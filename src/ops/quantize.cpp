@@ -92,6 +92,23 @@ void quantize_kernel(const float* x, int64_t n, float inv_scale, float zero_poin
   }
 }
 
+// q = round(x * inv_scale) clamped to [-127, 127] (ties to even), as quantize_kernel (two
+// loops, for the same reason).
+LCMD_VECTOR_CLONES
+void symmetric_kernel(const float* x, int64_t n, float inv_scale, int8_t* q) {
+  constexpr int64_t kBlock = 256;
+  int32_t rounded[kBlock];
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t count = std::min(kBlock, n - start);
+    const float* xs = x + start;
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i)
+      rounded[i] = std::clamp(static_cast<int32_t>((xs[i] * inv_scale + kRoundingMagic) - kRoundingMagic), -127, 127);
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) q[start + i] = static_cast<int8_t>(rounded[i]);
+  }
+}
+
 // Elements per thread below which a quantization pass is not worth splitting.
 constexpr int64_t kQuantizeGrain = 32768;
 
@@ -167,6 +184,13 @@ std::optional<Levels> levels_for(Range range, ActivationQuantization* degenerate
 }
 
 }  // namespace
+
+float block_absolute_max(const float* x, int64_t n) {
+  const Range r = range_kernel(x, n);
+  return std::isnan(r.min) ? r.min : std::max(-r.min, r.max);
+}
+
+void quantize_symmetric(const float* x, int64_t n, float inv_scale, int8_t* q) { symmetric_kernel(x, n, inv_scale, q); }
 
 ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* q) {
   ActivationQuantization degenerate;

@@ -1,4 +1,5 @@
-// Private to src/ops: 3x3 stride-1 convolution as Winograd F(2x2, 3x3) with bfloat16 products.
+// Private to src/ops: 3x3 stride-1 convolution as Winograd F(2x2, 3x3) with bfloat16 or int8
+// products.
 //
 // oneDNN 2.6 has Winograd only in fp32 (F(4x4, 3x3), ~2.5x a direct fp32 convolution) and
 // direct bf16 convolutions (2x fp32). F(2x2, 3x3) does 16 products per 4 outputs where direct
@@ -6,7 +7,9 @@
 // to bf16 costs about what rounding the input does in a direct bf16 convolution. F(4x4, 3x3)
 // would save more, but its transforms multiply by up to 8 and bf16's 8-bit mantissa cannot
 // take that. The products run as one batched oneDNN bf16 matmul per band of tiles; the
-// transforms are hand-written here.
+// transforms are hand-written here. In int8 the same holds against oneDNN's direct int8
+// convolution (16 int8 products per 4 outputs instead of 36), with the products quantized in
+// the transformed domain (WinogradF2Int8).
 #pragma once
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -15,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace lcmd::ops::detail {
@@ -31,34 +35,30 @@ constexpr int kWinogradF2Points = 16;
 // equally fast; the buffers are kept per thread, so more would only be held.
 constexpr size_t kWinogradF2BandBytes = size_t{4} << 20;
 
-class WinogradF2Bf16 {
+// The banding and the products' primitives both precisions share; run_band is theirs.
+class WinogradF2 {
  public:
-  // weight: [cout, cin, 3, 3] (PyTorch layout, float32); transformed and rounded to bf16 once.
-  WinogradF2Bf16(const float* weight, int64_t cin, int64_t cout);
-  // From weights transformed already ([16, cin, cout] bf16, as transformed_weights() gives them,
-  // e.g. from a packed model): used in place when `in_place` (their data outlives the layer) and
-  // in the layout the products want, else re-laid out. Counted as stored_weights_use() counts.
-  WinogradF2Bf16(const dnnl::memory& transformed, int64_t cin, int64_t cout, bool in_place);
-
-  // The transformed weights, [16, cin, cout] bf16 in the matmul's layout.
-  const dnnl::memory& transformed_weights() const { return weights_; }
+  virtual ~WinogradF2() = default;
 
   // y [N, H, W, cout] = conv3x3(x, padding 1) + bias (+ residual), x [N, H, W, cin] either stored
   // (`x`) or made band by band (`make_rows`, when x is null). bias and residual may be null.
-  // A band's transformed input and products take about band_bytes (see winograd_f2_band_tiles).
+  // A band's working memory takes about band_bytes (see bytes_per_tile).
   void run(int64_t batch, int64_t height, int64_t width, const float* x, const MakeRows& make_rows, const float* bias,
            const float* residual, float* y, size_t band_bytes = kWinogradF2BandBytes) const;
+
+  // The transformed weights, [16, cin, cout] in the products' layout.
+  const dnnl::memory& transformed_weights() const { return weights_; }
 
   // The oneDNN matmul the products run on, e.g. "brg:avx512_core_bf16".
   std::string implementation() const;
 
- private:
+ protected:
+  WinogradF2(int64_t cin, int64_t cout) : cin_(cin), cout_(cout) {}
+
   struct Product {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul primitive;
   };
-  const Product& product(int64_t tiles) const;  // cached per tile count
-
   struct Geometry {
     int64_t height, width, tiles_h, tiles_w;
     const float* zeros;  // cin zeros: the padding's pixels
@@ -67,13 +67,69 @@ class WinogradF2Bf16 {
     int64_t image, first_row, end_row;
     const Product* product = nullptr;
   };
-  void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
-                const float* residual, float* y) const;
+
+  // The products of `tiles` tiles (the weights_ layout fixed); thrown errors leave nothing cached.
+  virtual dnnl::matmul::primitive_desc product_desc(int64_t tiles) const = 0;
+  // A band's working memory per tile.
+  virtual size_t bytes_per_tile() const = 0;
+  virtual void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
+                        const float* bias, const float* residual, float* y) const = 0;
+
+  // The band's input rows [2 first_row - 1, 2 end_row + 1) clipped to the image: in x, or made
+  // into the calling thread's buffer. *first is the first of them.
+  const float* band_rows(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
+                         int64_t* first) const;
+  // Calls f(t, tx_first, tx_last, ty) for the band's tiles split at its tile rows, on all threads.
+  template <class F>
+  void for_band_tiles(const Band& band, const Geometry& g, int64_t channels, F&& f) const;
 
   int64_t cin_, cout_;
-  dnnl::memory weights_;  // [16, cin, cout] bf16, in the matmul's preferred layout
+  dnnl::memory weights_;  // [16, cin, cout], in the products' preferred layout
+
+ private:
+  const Product& product(int64_t tiles) const;  // cached per tile count
   mutable std::mutex mutex_;
   mutable std::map<int64_t, Product> products_;
+};
+
+// Products in bf16: V and U rounded to bf16, f32 accumulation (~4e-3 relative error per layer).
+class WinogradF2Bf16 : public WinogradF2 {
+ public:
+  // weight: [cout, cin, 3, 3] (PyTorch layout, float32); transformed and rounded to bf16 once.
+  WinogradF2Bf16(const float* weight, int64_t cin, int64_t cout);
+  // From weights transformed already ([16, cin, cout] bf16, as transformed_weights() gives them,
+  // e.g. from a packed model): used in place when `in_place` (their data outlives the layer) and
+  // in the layout the products want, else re-laid out. Counted as stored_weights_use() counts.
+  WinogradF2Bf16(const dnnl::memory& transformed, int64_t cin, int64_t cout, bool in_place);
+
+ private:
+  dnnl::matmul::primitive_desc product_desc(int64_t tiles) const override;
+  size_t bytes_per_tile() const override;
+  void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
+                const float* residual, float* y) const override;
+};
+
+// Products in int8: U quantized per output channel (symmetric, as the direct int8 convolution's
+// weights, one scale for all 16 points, which the products' primitive applies), V per point and
+// tile row (symmetric s8, scale max |V| / 127: the transforms' sums and differences are about
+// symmetric, and without zero points the rescaling is one factor per point in the output
+// transform). Tile rows are the unit so that results do not depend on the band split, hence on
+// the thread count.
+class WinogradF2Int8 : public WinogradF2 {
+ public:
+  // weight: [cout, cin, 3, 3] (PyTorch layout, float32).
+  WinogradF2Int8(const float* weight, int64_t cin, int64_t cout);
+  // From transformed weights [16, cin, cout] in any float layout (a packed model's bf16 ones).
+  WinogradF2Int8(const dnnl::memory& transformed, int64_t cin, int64_t cout);
+
+ private:
+  void quantize_weights(const float* u);  // u: [16, cin, cout] float32
+  dnnl::matmul::primitive_desc product_desc(int64_t tiles) const override;
+  size_t bytes_per_tile() const override;
+  void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
+                const float* residual, float* y) const override;
+
+  std::vector<float> scales_;  // [cout]: U ~ scales_ * q, for every point and input channel
 };
 
 // The weights [cout, cin, 3, 3] back from transformed ones ([16, cin, cout], any layout): the
@@ -85,8 +141,5 @@ std::vector<float> inverse_winograd_f2(const dnnl::memory& transformed, int64_t 
 // convolution's weights have rank 4 and a matrix rank 2).
 inline dnnl::memory::dims winograd_f2_dims(int64_t cin, int64_t cout) { return {kWinogradF2Points, cin, cout}; }
 
-// Tiles per band for cin -> cout channels: the band's transformed input (bf16) and products
-// (f32) take about `budget` bytes.
-int64_t winograd_f2_band_tiles(int64_t cin, int64_t cout, size_t budget);
 
 }  // namespace lcmd::ops::detail

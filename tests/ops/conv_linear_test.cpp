@@ -270,7 +270,7 @@ struct MadeInputCase {
   int batch, height, width, cin, cout;
   Precision precision;
   size_t band_budget;  // 0: the smallest bands allowed
-  Bf16Convolution bf16 = Bf16Convolution::kDirect;
+  Conv3x3Algorithm algorithm = Conv3x3Algorithm::kDirect;
 };
 
 void PrintTo(const MadeInputCase& c, std::ostream* os) { *os << c.name; }
@@ -280,15 +280,15 @@ class MadeInput : public ::testing::TestWithParam<MadeInputCase> {};
 // conv.normalized(x, norm) is conv(group_norm(x, norm)) and conv.upsampled(x) is
 // conv(upsample_nearest2x(x)), bit for bit: fused into the Winograd path's layout conversion
 // (whole or in bands, where halo rows come from the neighbouring bands), made band by band for
-// bf16 Winograd, upsampled row by row as int8 quantizes it, and made first on a direct path
-// (bf16 here, and int8's GroupNorm).
+// bf16 and int8 Winograd, upsampled row by row as int8 quantizes it, and made first on a direct
+// path (bf16 here, and int8's GroupNorm).
 TEST_P(MadeInput, EqualsMakingTheInputFirst) {
   const MadeInputCase c = GetParam();
   const BandBudget scope(c.band_budget);
   const std::vector<float> w = random_vector(static_cast<size_t>(c.cout) * c.cin * 9, 40, -0.2f, 0.2f);
   const std::vector<float> b = random_vector(c.cout, 41);
   const std::vector<float> gamma = random_vector(c.cin, 42, 0.5f, 1.5f), beta = random_vector(c.cin, 43);
-  const Conv2d conv(w.data(), b.data(), c.cin, c.cout, 3, 1, 1, c.precision, c.bf16);
+  const Conv2d conv(w.data(), b.data(), c.cin, c.cout, 3, 1, 1, c.precision, c.algorithm);
   // Statistics far from zero mean and unit variance, as the VAE's maps have.
   const Tensor x = random_tensor({c.batch, c.height, c.width, c.cin}, 44, 3.f, 11.f);
   const Tensor residual = random_tensor({c.batch, c.height, c.width, c.cout}, 45);
@@ -306,8 +306,8 @@ TEST_P(MadeInput, EqualsMakingTheInputFirst) {
   const std::string kernel = conv.implementation(x.shape());
   if (c.precision == Precision::FP32 && runnable_precision(Precision::BF16) == Precision::BF16)  // an AVX-512 CPU
     EXPECT_NE(kernel.find(c.band_budget == 0 ? "winograd in" : "winograd"), std::string::npos) << kernel;
-  if (c.bf16 == Bf16Convolution::kWinograd && runnable_precision(Precision::BF16) == Precision::BF16)
-    EXPECT_NE(kernel.find("bf16 winograd-f2"), std::string::npos) << kernel;
+  if (c.algorithm == Conv3x3Algorithm::kWinograd && runnable_precision(c.precision) == c.precision)
+    EXPECT_NE(kernel.find(std::string(precision_name(c.precision)) + " winograd-f2"), std::string::npos) << kernel;
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -316,8 +316,10 @@ INSTANTIATE_TEST_SUITE_P(
                       MadeInputCase{"winograd_in_bands", 2, 132, 38, 32, 48, Precision::FP32, 0},
                       MadeInputCase{"direct_bf16", 1, 24, 20, 32, 16, Precision::BF16, SIZE_MAX},
                       MadeInputCase{"bf16_winograd_in_bands", 2, 35, 18, 32, 48, Precision::BF16, 0,
-                                    Bf16Convolution::kWinograd},
-                      MadeInputCase{"int8", 2, 26, 19, 32, 48, Precision::INT8, SIZE_MAX}),
+                                    Conv3x3Algorithm::kWinograd},
+                      MadeInputCase{"int8", 2, 26, 19, 32, 48, Precision::INT8, SIZE_MAX},
+                      MadeInputCase{"int8_winograd_in_bands", 2, 35, 18, 32, 48, Precision::INT8, 0,
+                                    Conv3x3Algorithm::kWinograd}),
     [](const ::testing::TestParamInfo<MadeInputCase>& info) { return std::string(info.param.name); });
 
 TEST(MadeInput, BadInputsThrowNamingTheProblem) {

@@ -219,7 +219,7 @@ INSTANTIATE_TEST_SUITE_P(Precisions, LinearPrecision,
                          ::testing::Values(Precision::FP32, Precision::BF16, Precision::INT8),
                          [](const auto& info) { return std::string(precision_name(info.param)); });
 
-// BF16 convolutions allowed Winograd F(2x2, 3x3) (Bf16Convolution::kWinograd): within the bf16
+// BF16 convolutions allowed Winograd F(2x2, 3x3) (Conv3x3Algorithm::kWinograd): within the bf16
 // bound of the double loops (measured ~4e-3 against direct bf16's ~2.3e-3), on odd sizes
 // (tiles past the edge), batches, residuals, no bias, and in many bands of tile rows; thin
 // layers and strided ones run direct.
@@ -250,7 +250,7 @@ TEST(Bf16Winograd, WithinTheBf16BoundOnEveryShape) {
     const size_t saved = detail::winograd_band_budget();
     detail::set_winograd_band_budget(k.band_bytes);
     const Conv2d conv(w.data(), c.bias ? b.data() : nullptr, c.cin, c.cout, 3, c.stride, c.padding, Precision::BF16,
-                      Bf16Convolution::kWinograd);
+                      Conv3x3Algorithm::kWinograd);
     const Tensor y = conv(x, res), again = conv(x, res);
     detail::set_winograd_band_budget(saved);
     const std::string impl = conv.implementation(x.shape());
@@ -272,7 +272,7 @@ TEST(Bf16Winograd, BandsGiveTheSameBits) {
   for (const size_t budget : {SIZE_MAX, size_t{1} << 20, size_t{0}}) {
     const size_t saved = detail::winograd_band_budget();
     detail::set_winograd_band_budget(budget);
-    const Conv2d conv(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, Bf16Convolution::kWinograd);
+    const Conv2d conv(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, Conv3x3Algorithm::kWinograd);
     outputs.push_back(conv(x, &residual));
     detail::set_winograd_band_budget(saved);
   }
@@ -289,11 +289,110 @@ TEST(Bf16Winograd, NanInputGivesNanOutputsAroundIt) {
   // Pixel (5, 6), channel 3: a NaN whose payload fills the low bits, which a plain round-to-nearest
   // on the bits would carry into the sign (-0).
   x.data()[(5 * 12 + 6) * 32 + 3] = std::bit_cast<float>(0x7fffffffu);
-  const Conv2d conv(w.data(), nullptr, 32, 32, 3, 1, 1, Precision::BF16, Bf16Convolution::kWinograd);
+  const Conv2d conv(w.data(), nullptr, 32, 32, 3, 1, 1, Precision::BF16, Conv3x3Algorithm::kWinograd);
   const Tensor y = conv(x);
   EXPECT_TRUE(std::isnan(y.data()[(5 * 12 + 6) * 32]));  // the pixel's own output
   EXPECT_FALSE(std::isnan(y.data()[(0 * 12 + 0) * 32]));  // a tile far from it
   EXPECT_FALSE(std::isnan(y.data()[(11 * 12 + 11) * 32]));
+}
+
+// INT8 convolutions allowed Winograd (Conv3x3Algorithm::kWinograd) run F(2x2, 3x3) with int8
+// products: within the int8 bound of the double loops on odd sizes, batches, residuals, no
+// bias and many bands; thin and strided layers run direct. Inputs with outliers as well: the
+// per-point, per-tile-row scales must not let one large value flatten its neighbours.
+TEST(Int8Winograd, WithinTheInt8BoundOnEveryShape) {
+  if (runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no int8 products";
+  struct Case {
+    ConvCase conv;
+    size_t band_bytes;  // 0: the smallest bands (16 tiles)
+    bool outliers;
+  };
+  const std::vector<Case> cases{
+      {{1, 32, 32, 64, 64, 3, 1, 1, true, false, "winograd-f2"}, SIZE_MAX, false},
+      {{2, 13, 11, 32, 48, 3, 1, 1, true, true, "winograd-f2"}, SIZE_MAX, false},    // odd sizes, batch 2
+      {{1, 16, 16, 512, 512, 3, 1, 1, false, true, "winograd-f2"}, SIZE_MAX, true},  // VAE width, no bias
+      {{2, 41, 9, 16, 32, 3, 1, 1, true, true, "winograd-f2"}, 0, true},             // 5 tiles wide: many bands
+      {{1, 3, 3, 32, 16, 3, 1, 1, true, false, "winograd-f2"}, SIZE_MAX, false},      // smaller than a band
+      {{1, 12, 12, 4, 32, 3, 1, 1, true, false, "direct"}, SIZE_MAX, false},          // thin: runs bf16
+      {{1, 16, 16, 48, 32, 3, 2, 1, true, true, "direct"}, SIZE_MAX, false},          // stride 2
+  };
+  for (const Case& k : cases) {
+    const ConvCase& c = k.conv;
+    SCOPED_TRACE(case_name(c) + (k.outliers ? " outliers" : ""));
+    const int64_t fan_in = static_cast<int64_t>(c.cin) * 9;
+    const Tensor x = activations({c.batch, c.height, c.width, c.cin}, 90, k.outliers);
+    const std::vector<float> w = uniform(static_cast<size_t>(c.cout) * fan_in, fan_in, 91), b = uniform(c.cout, fan_in, 92);
+    const Tensor residual = activations({c.batch, out_size(c.height, c), out_size(c.width, c), c.cout}, 93);
+    const Tensor* res = c.residual ? &residual : nullptr;
+    const size_t saved = detail::winograd_band_budget();
+    detail::set_winograd_band_budget(k.band_bytes);
+    const Conv2d conv(w.data(), c.bias ? b.data() : nullptr, c.cin, c.cout, 3, c.stride, c.padding, Precision::INT8,
+                      Conv3x3Algorithm::kWinograd);
+    const Tensor y = conv(x, res), again = conv(x, res);
+    detail::set_winograd_band_budget(saved);
+    const Precision expected = expected_precision(Precision::INT8, c.cin, c.cout);
+    const std::string impl = conv.implementation(x.shape());
+    EXPECT_EQ(impl.rfind(std::string(precision_name(expected)) + " " + c.algorithm, 0), 0u) << impl;
+    ASSERT_EQ(y.shape(), (Shape{c.batch, out_size(c.height, c), out_size(c.width, c), c.cout}));
+    const double error = relative_l2(y, conv_reference(c, x, w, c.bias ? b.data() : nullptr, res));
+    EXPECT_LE(error, error_bound(expected)) << impl;
+    EXPECT_GT(error, 1e-5) << impl;
+    EXPECT_EQ(0, std::memcmp(again.data(), y.data(), sizeof(float) * y.numel()));
+  }
+}
+
+// The inputs are quantized per tile row, not per band: neither the band size nor the thread
+// count (which sets the band split) changes a bit of the result.
+TEST(Int8Winograd, BandsAndThreadCountsGiveTheSameBits) {
+  if (runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no int8 products";
+  const std::vector<float> w = uniform(48 * 32 * 9, 32 * 9, 94), b = uniform(48, 32 * 9, 95);
+  const Tensor x = activations({2, 37, 22, 32}, 96, /*outliers=*/true), residual = activations({2, 37, 22, 48}, 97);
+  const int threads = num_threads();
+  std::vector<Tensor> outputs;
+  for (const int t : {threads, 1, 3})
+    for (const size_t budget : {SIZE_MAX, size_t{1} << 20, size_t{0}}) {
+      const size_t saved = detail::winograd_band_budget();
+      detail::set_winograd_band_budget(budget);
+      set_num_threads(t);
+      const Conv2d conv(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::INT8, Conv3x3Algorithm::kWinograd);
+      outputs.push_back(conv(x, &residual));
+      set_num_threads(threads);
+      detail::set_winograd_band_budget(saved);
+    }
+  for (size_t i = 1; i < outputs.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(outputs[i].data(), outputs[0].data(), sizeof(float) * outputs[0].numel())) << i;
+}
+
+// A NaN in the input makes NaN the outputs of the tile rows it reaches (their quantization
+// scales are NaN, as a direct int8 layer's whole output is), and no others: pixel row 5 reaches
+// output rows 4 and 5 (tile row 2) and, through the points of its first input row only, row 6
+// (tile row 3's upper outputs), as in fp32.
+TEST(Int8Winograd, NanInputGivesNanOutputsInItsTileRows) {
+  if (runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no int8 products";
+  const std::vector<float> w = uniform(32 * 32 * 9, 32 * 9, 98);
+  Tensor x = activations({1, 12, 12, 32}, 99);
+  x.data()[(5 * 12 + 6) * 32 + 3] = std::numeric_limits<float>::quiet_NaN();  // pixel (5, 6)
+  const Conv2d conv(w.data(), nullptr, 32, 32, 3, 1, 1, Precision::INT8, Conv3x3Algorithm::kWinograd);
+  const Tensor y = conv(x);
+  for (int row = 0; row < 12; ++row) {
+    SCOPED_TRACE(row);
+    const bool reached = row >= 4 && row <= 6;
+    EXPECT_EQ(std::isnan(y.data()[(row * 12 + 0) * 32 + 7]), reached);
+    EXPECT_EQ(std::isnan(y.data()[(row * 12 + 11) * 32 + 31]), reached);
+  }
+}
+
+// Weights with a NaN are refused, naming the output channel, as the direct int8 layer does.
+TEST(Int8Winograd, NanWeightIsRefused) {
+  if (runnable_precision(Precision::INT8) != Precision::INT8) GTEST_SKIP() << "this CPU has no int8 products";
+  std::vector<float> w = uniform(32 * 32 * 9, 32 * 9, 100);
+  w[(7 * 32 + 3) * 9 + 4] = std::numeric_limits<float>::quiet_NaN();  // output channel 7
+  try {
+    const Conv2d conv(w.data(), nullptr, 32, 32, 3, 1, 1, Precision::INT8, Conv3x3Algorithm::kWinograd);
+    FAIL() << "accepted a NaN weight";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("output channel 7"), std::string::npos) << e.what();
+  }
 }
 
 // The same layer called from several threads at once (each with its own shapes, so plans are

@@ -54,13 +54,13 @@ TEST(StoredWeights, Bf16WinogradLayersStoreTheirTransformedWeights) {
   if (ops::runnable_precision(Precision::BF16) != Precision::BF16) GTEST_SKIP() << "this CPU computes bf16 in fp32";
   const Tensor w = test::random_tensor({48, 32, 3, 3}, 8), b = test::random_tensor({48}, 9);
   const Tensor x = test::random_tensor({1, 16, 16, 32}, 10);
-  const ops::Conv2d winograd(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
+  const ops::Conv2d winograd(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Conv3x3Algorithm::kWinograd);
   const StoredWeights stored = winograd.stored_weights();
   ASSERT_NE(stored.layout.find("\"dims\":[16,32,48]"), std::string::npos) << stored.layout;
   const Copied copy(stored);
 
   ops::StoredWeightsUse before = ops::stored_weights_use();
-  const ops::Conv2d rebuilt(copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
+  const ops::Conv2d rebuilt(copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Conv3x3Algorithm::kWinograd);
   EXPECT_EQ(ops::stored_weights_use().in_place, before.in_place + 1);
   EXPECT_EQ(rebuilt.stored_weights().data, copy.weights.data);
   EXPECT_EQ(values(rebuilt(x)), values(winograd(x)));
@@ -77,20 +77,42 @@ TEST(StoredWeights, Bf16WinogradLayersStoreTheirTransformedWeights) {
   const ops::Conv2d plain(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::FP32);
   const Copied fp32_copy(plain.stored_weights());
   const ops::Conv2d transformed(fp32_copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16,
-                                ops::Bf16Convolution::kWinograd);
+                                ops::Conv3x3Algorithm::kWinograd);
   EXPECT_EQ(values(transformed(x)), values(winograd(x)));
   EXPECT_THROW(ops::unpack_stored_weights(copy.weights, {48, 32, 1, 1}), std::invalid_argument);
   // Transformed weights for other channel counts, or cut short, are refused, naming the dims or size.
-  EXPECT_THROW(ops::Conv2d(copy.weights, b.data(), 32, 32, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd),
+  EXPECT_THROW(ops::Conv2d(copy.weights, b.data(), 32, 32, 3, 1, 1, Precision::BF16, ops::Conv3x3Algorithm::kWinograd),
                std::invalid_argument);
   StoredWeights short_weights = copy.weights;
   short_weights.size -= 2;
   try {
-    ops::Conv2d(short_weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Bf16Convolution::kWinograd);
+    ops::Conv2d(short_weights, b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Conv3x3Algorithm::kWinograd);
     ADD_FAILURE() << "short transformed weights accepted";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("bytes stored"), std::string::npos) << e.what();
   }
+}
+
+// An int8 Winograd layer (the int8 mode's VAE) given a packed model's transformed bf16 weights
+// quantizes them as they are (counted as relaid out, not used in place) and computes within the
+// int8 bound of the fp32 layer.
+TEST(StoredWeights, Int8WinogradLayersQuantizeStoredTransformedWeights) {
+  if (ops::runnable_precision(Precision::BF16) != Precision::BF16 || ops::runnable_precision(Precision::INT8) != Precision::INT8)
+    GTEST_SKIP() << "this CPU lacks bf16 or int8 products";
+  const Tensor w = test::random_tensor({48, 32, 3, 3}, 11), b = test::random_tensor({48}, 12);
+  const Tensor x = test::random_tensor({1, 16, 16, 32}, 13);
+  const ops::Conv2d bf16(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::BF16, ops::Conv3x3Algorithm::kWinograd);
+  const Copied copy(bf16.stored_weights());
+  const ops::StoredWeightsUse before = ops::stored_weights_use();
+  const ops::Conv2d int8(copy.weights, b.data(), 32, 48, 3, 1, 1, Precision::INT8, ops::Conv3x3Algorithm::kWinograd);
+  EXPECT_EQ(ops::stored_weights_use().in_place, before.in_place);
+  EXPECT_EQ(ops::stored_weights_use().relaid_out, before.relaid_out + 1);
+  const std::string kernel = int8.implementation(x.shape());
+  EXPECT_EQ(kernel.rfind("int8 winograd-f2", 0), 0u) << kernel;
+  const ops::Conv2d fp32(w.data(), b.data(), 32, 48, 3, 1, 1, Precision::FP32);
+  const Tensor expected = fp32(x), y = int8(x);
+  EXPECT_LT(test::rel_l2(y.data(), expected.data(), static_cast<size_t>(y.numel())), 3e-2);
+  EXPECT_GT(test::rel_l2(y.data(), expected.data(), static_cast<size_t>(y.numel())), 1e-5);
 }
 
 TEST(StoredWeights, LinearFromBf16StoredWeightsRunsFp32ByRelayingThemOut) {
