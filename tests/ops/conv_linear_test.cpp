@@ -411,7 +411,7 @@ TEST(Linear, BadInputsThrow) {
 TEST(ResidualGivenUp, SameBitsAndOnlySoleOwnersAreWrittenInto) {
   for (const Precision p : {Precision::FP32, Precision::BF16, Precision::INT8}) {
     SCOPED_TRACE(precision_name(p));
-    const std::vector<float> w = random_vector(32 * 32 * 9, 40), b = random_vector(32, 41);
+    const std::vector<float> w = random_vector(32 * 32 * 9, 40), b = random_vector(48, 41);  // 48: the Linear's
     const Conv2d conv(w.data(), b.data(), 32, 32, 3, 1, 1, p);  // 8x8: direct at every precision
     const Linear linear(w.data(), b.data(), 96, 48, p);
     const Tensor x = random_tensor({1, 8, 8, 32}, 42), rows = random_tensor({2, 5, 96}, 43);
