@@ -16,9 +16,10 @@
 //    Large Winograd convolutions run in horizontal bands of output rows (conv_banding_impl.h):
 //    its scratchpad (the transformed input and output tiles) and the blocked copies would
 //    otherwise take ~7 bytes per output pixel and channel for the whole image at once.
-//  - Winograd F(2x2, 3x3) with bf16 products (winograd_impl.h), for models that opt in
+//  - Winograd F(2x2, 3x3) with bf16 or int8 products (winograd_impl.h), for models that opt in
 //    (Conv3x3Algorithm::kWinograd: SD's VAE decoder): hand-written transforms on NHWC around a
-//    batched oneDNN bf16 matmul, 1.3-1.8x direct bf16 from 16x16 outputs up.
+//    batched oneDNN bf16 or s8 matmul, 1.3-1.8x direct bf16 from 16x16 outputs up, 1.1-1.5x
+//    direct int8.
 #include <algorithm>
 #include <array>
 #include <atomic>
