@@ -25,12 +25,12 @@ PipelinePrecision resolve_precision(const std::string& name, const CpuInfo& cpu)
   if (name == "int8") {
     p.text_encoder = fast_bf16(cpu) ? ops::runnable_precision(Precision::BF16) : Precision::FP32;
     p.unet = ops::runnable_precision(Precision::INT8);
-    // The VAE decoder int8 too (direct convolutions, the zero point folded into the bias): at
-    // 256x256 it is ~0.9 s against bf16 Winograd's ~1.05 s and keeps 115 MiB less weights,
-    // which brings the mode's peak under 1.6 GB (~1500 MiB against ~1560). The image costs it
-    // ~6 dB: 46.3 / 45.5 dB PSNR against fp32 at 256 / 512 (bound 30), 52.5 with the bf16 VAE.
-    // Per-tensor int8 is exposed to real weights' activation outliers; the default (bf16) mode
-    // is the one that keeps fp32's range.
+    // The VAE decoder int8 too, its 3x3 convolutions as int8 Winograd (see models/vae.cpp): at
+    // 256x256 it is 0.7-0.8 s against bf16 Winograd's ~1.05 s and keeps ~80 MiB less weights,
+    // which keeps the mode's peak under 1.6 GB (1455 MiB). The image costs it ~9 dB: 43.8 / 43.3
+    // dB PSNR against fp32 at 256 / 512 (bound 30), 52.5 with the bf16 VAE. int8 activations
+    // are exposed to real weights' outliers; the default (bf16) mode is the one that keeps
+    // fp32's range.
     p.vae = p.unet;
     return p;
   }
