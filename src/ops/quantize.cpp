@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ops/dnnl_impl.h"
@@ -73,12 +74,15 @@ float absolute_max(const float* x, int64_t n) {
   return m;
 }
 
-// q = round(x * inv_scale) + zero_point for finite x within the quantized range (up to
-// rounding). The clamp is on the integers, which vectorises where a float clamp does not, and
-// the int32 -> uint8 narrowing is a second loop over a small block: in one loop GCC sizes the
-// vectors for the bytes and computes the floats 4 at a time (1.7x slower).
-LCMD_VECTOR_CLONES
-void quantize_kernel(const float* x, int64_t n, float inv_scale, float zero_point, uint8_t* q) {
+// q = round(x * inv_scale) + zero_point, clamped to [lo, hi], for finite x (ties to even). The
+// clamp is on the integers, which vectorises where a float clamp does not, and the int32 -> Q
+// narrowing is a second loop over a small block: in one loop GCC sizes the vectors for the bytes
+// and computes the floats 4 at a time (1.7x slower).
+// (Symmetric: zero_point unused and not added, so the rounding is exactly that of x * inv_scale.)
+template <class Q>
+[[gnu::always_inline]] inline void quantize_block(const float* x, int64_t n, float inv_scale, float zero_point,
+                                                  int32_t lo, int32_t hi, Q* q) {
+  constexpr bool kSymmetric = std::is_same_v<Q, int8_t>;
   constexpr int64_t kBlock = 256;
   int32_t rounded[kBlock];
   for (int64_t start = 0; start < n; start += kBlock) {
@@ -86,27 +90,24 @@ void quantize_kernel(const float* x, int64_t n, float inv_scale, float zero_poin
     const float* xs = x + start;
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i)
-      rounded[i] = std::clamp(static_cast<int32_t>((xs[i] * inv_scale + zero_point + kRoundingMagic) - kRoundingMagic), 0, 255);
+      rounded[i] = std::clamp(static_cast<int32_t>(kSymmetric ? (xs[i] * inv_scale + kRoundingMagic) - kRoundingMagic
+                                                              : (xs[i] * inv_scale + zero_point + kRoundingMagic) - kRoundingMagic),
+                              lo, hi);
 #pragma omp simd
-    for (int64_t i = 0; i < count; ++i) q[start + i] = static_cast<uint8_t>(rounded[i]);
+    for (int64_t i = 0; i < count; ++i) q[start + i] = static_cast<Q>(rounded[i]);
   }
 }
 
-// q = round(x * inv_scale) clamped to [-127, 127] (ties to even), as quantize_kernel (two
-// loops, for the same reason).
+// Asymmetric u8: the levels [0, 255] around zero_point.
+LCMD_VECTOR_CLONES
+void quantize_kernel(const float* x, int64_t n, float inv_scale, float zero_point, uint8_t* q) {
+  quantize_block(x, n, inv_scale, zero_point, 0, 255, q);
+}
+
+// Symmetric s8: [-127, 127], no zero point.
 LCMD_VECTOR_CLONES
 void symmetric_kernel(const float* x, int64_t n, float inv_scale, int8_t* q) {
-  constexpr int64_t kBlock = 256;
-  int32_t rounded[kBlock];
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t count = std::min(kBlock, n - start);
-    const float* xs = x + start;
-#pragma omp simd
-    for (int64_t i = 0; i < count; ++i)
-      rounded[i] = std::clamp(static_cast<int32_t>((xs[i] * inv_scale + kRoundingMagic) - kRoundingMagic), -127, 127);
-#pragma omp simd
-    for (int64_t i = 0; i < count; ++i) q[start + i] = static_cast<int8_t>(rounded[i]);
-  }
+  quantize_block(x, n, inv_scale, 0.f, -127, 127, q);
 }
 
 // Elements per thread below which a quantization pass is not worth splitting.

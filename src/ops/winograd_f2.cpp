@@ -311,6 +311,27 @@ void WinogradF2::for_band_tiles(const Band& band, const Geometry& g, int64_t cha
   });
 }
 
+template <class T>
+void WinogradF2::transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0, T* v) const {
+  const int64_t tiles = (band.end_row - band.first_row) * g.tiles_w, row_floats = g.width * cin_;
+  for_band_tiles(band, g, cin_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {
+    const float* in[4];
+    for (int i = 0; i < 4; ++i) {
+      const int64_t r = 2 * ty - 1 + i;
+      in[i] = r >= 0 && r < g.height ? rows + (r - r0) * row_floats : nullptr;
+    }
+    input_transform(in, g.zeros, g.width, cin_, tx, tx_end, v, tiles * cin_, t);
+  });
+}
+
+void WinogradF2::run_products(const Band& band, const void* v, void* m) const {
+  const Product& p = *band.product;
+  run_primitive(p.primitive, p.pd,
+                {{DNNL_ARG_SRC, wrap_memory(p.pd.src_desc(), v)},
+                 {DNNL_ARG_WEIGHTS, weights_},
+                 {DNNL_ARG_DST, wrap_memory(p.pd.dst_desc(), m)}});
+}
+
 void WinogradF2::run(int64_t batch, int64_t height, int64_t width, const float* x, const MakeRows& make_rows,
                      const float* bias, const float* residual, float* y, size_t band_bytes) const {
   const std::vector<float> zeros(cin_, 0.f);
@@ -372,26 +393,15 @@ size_t WinogradF2Bf16::bytes_per_tile() const {
 
 void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
                               const float* bias, const float* residual, float* y) const {
-  const int64_t tiles = (band.end_row - band.first_row) * g.tiles_w, row_floats = g.width * cin_;
+  const int64_t tiles = (band.end_row - band.first_row) * g.tiles_w;
   int64_t r0 = 0;
   const float* rows = band_rows(band, g, x, make_rows, &r0);
   auto* v = static_cast<uint16_t*>(
       thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_ * sizeof(uint16_t)));
   auto* m = static_cast<float*>(
       thread_buffer(ThreadBuffer::kBlockedDestination, kWinogradF2Points * tiles * cout_ * sizeof(float)));
-  for_band_tiles(band, g, cin_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {
-    const float* in[4];
-    for (int i = 0; i < 4; ++i) {
-      const int64_t r = 2 * ty - 1 + i;
-      in[i] = r >= 0 && r < g.height ? rows + (r - r0) * row_floats : nullptr;
-    }
-    input_transform(in, g.zeros, g.width, cin_, tx, tx_end, v, tiles * cin_, t);
-  });
-  const Product& p = *band.product;
-  run_primitive(p.primitive, p.pd,
-                {{DNNL_ARG_SRC, wrap_memory(p.pd.src_desc(), v)},
-                 {DNNL_ARG_WEIGHTS, weights_},
-                 {DNNL_ARG_DST, wrap_memory(p.pd.dst_desc(), m)}});
+  transform_input(band, g, rows, r0, v);
+  run_products(band, v, m);
   const int64_t image = band.image * g.height * g.width * cout_;
   for_band_tiles(band, g, cout_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {
     std::vector<float> spill(cout_);
@@ -445,7 +455,6 @@ size_t WinogradF2Int8::bytes_per_tile() const {
 void WinogradF2Int8::run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
                               const float* bias, const float* residual, float* y) const {
   const int64_t rows_in_band = band.end_row - band.first_row, tiles = rows_in_band * g.tiles_w;
-  const int64_t row_floats = g.width * cin_;
   int64_t r0 = 0;
   const float* rows = band_rows(band, g, x, make_rows, &r0);
   // V in float32, then quantized into q; the products m (float32, weight scales applied) take V's place.
@@ -454,14 +463,7 @@ void WinogradF2Int8::run_band(const Band& band, const Geometry& g, const float* 
   auto* v = static_cast<float*>(shared);
   auto* m = static_cast<float*>(shared);
   auto* q = static_cast<int8_t*>(thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_));
-  for_band_tiles(band, g, cin_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {
-    const float* in[4];
-    for (int i = 0; i < 4; ++i) {
-      const int64_t r = 2 * ty - 1 + i;
-      in[i] = r >= 0 && r < g.height ? rows + (r - r0) * row_floats : nullptr;
-    }
-    input_transform(in, g.zeros, g.width, cin_, tx, tx_end, v, tiles * cin_, t);
-  });
+  transform_input(band, g, rows, r0, v);
   // Per point and tile row (contiguous in V: [tiles_w][cin]), symmetric: scale = max |V| / 127.
   std::vector<float> point_scales(static_cast<size_t>(rows_in_band * kWinogradF2Points));
   const int64_t row_values = g.tiles_w * cin_;
@@ -478,11 +480,7 @@ void WinogradF2Int8::run_band(const Band& band, const Geometry& g, const float* 
                        quantize_symmetric(v + at, row_values, kInt8Max / max, q + at);
                    }
                  });
-  const Product& p = *band.product;
-  run_primitive(p.primitive, p.pd,
-                {{DNNL_ARG_SRC, wrap_memory(p.pd.src_desc(), q)},
-                 {DNNL_ARG_WEIGHTS, weights_},
-                 {DNNL_ARG_DST, wrap_memory(p.pd.dst_desc(), m)}});
+  run_products(band, q, m);
   const int64_t image = band.image * g.height * g.width * cout_;
   for_band_tiles(band, g, cout_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {
     std::vector<float> spill(cout_);

@@ -82,6 +82,12 @@ class WinogradF2 {
   // Calls f(t, tx_first, tx_last, ty) for the band's tiles split at its tile rows, on all threads.
   template <class F>
   void for_band_tiles(const Band& band, const Geometry& g, int64_t channels, F&& f) const;
+  // V = B^T d B of the band's tiles from its input rows (band_rows), into v ([16][tiles][cin],
+  // bf16 or float32), on all threads.
+  template <class T>
+  void transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0, T* v) const;
+  // M = V U, the band's batched matmul (v and m in the product's source and destination types).
+  void run_products(const Band& band, const void* v, void* m) const;
 
   int64_t cin_, cout_;
   dnnl::memory weights_;  // [16, cin, cout], in the products' preferred layout
