@@ -35,8 +35,8 @@ dnnl::memory wrap_memory(const dnnl::memory::desc& md, const void* data);
 // Grow-only, 64-byte aligned buffers owned by the calling thread, one per slot, for the
 // copies an op makes of its input or output for one call (bf16/int8 sources, Winograd's
 // blocked layout). They live as long as the thread, sized by the largest call so far.
-enum class ThreadBuffer { kConvertedSource, kBlockedSource, kBlockedDestination };
-constexpr size_t kThreadBufferCount = 3;
+enum class ThreadBuffer { kConvertedSource, kBlockedSource, kBlockedDestination, kTransformedRow };
+constexpr size_t kThreadBufferCount = 4;
 void* thread_buffer(ThreadBuffer slot, size_t bytes);
 
 // Layers with fewer input or output channels than this run INT8 requests as BF16 (or FP32):

@@ -40,38 +40,53 @@ inline uint16_t to_bf16(float f) {
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-// V = B^T d B for tiles [first, last) of a tile row, read from the four input rows the row
-// spans (null above or below the image): store(point, i, value) takes each value, i being
-// (slot + tile - first) * channels + c, its index within the point's [tiles][channels].
+// The 16 input pixels of tile tx of a tile row (d, 4x4 from (2 ty - 1, 2 tx - 1)), read from the
+// four input rows the row spans (null above or below the image); `zeros` outside the image.
+[[gnu::always_inline]] inline void tile_pixels(const float* const rows[4], const float* zeros, int64_t width,
+                                               int64_t channels, int64_t tx, const float* p[16]) {
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int64_t col = 2 * tx - 1 + j;
+      p[i * 4 + j] = rows[i] && col >= 0 && col < width ? rows[i] + col * channels : zeros;
+    }
+}
+
+// V = B^T d B of one channel (T float) or of 16 (a vector), the 4x4 d row-major.
 // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+template <class T>
+[[gnu::always_inline]] inline void transform_tile(const T d[16], T v[16]) {
+  T t[4][4];
+  for (int j = 0; j < 4; ++j) {
+    t[0][j] = d[j] - d[8 + j];
+    t[1][j] = d[4 + j] + d[8 + j];
+    t[2][j] = d[8 + j] - d[4 + j];
+    t[3][j] = d[4 + j] - d[12 + j];
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i * 4 + 0] = t[i][0] - t[i][2];
+    v[i * 4 + 1] = t[i][1] + t[i][2];
+    v[i * 4 + 2] = t[i][2] - t[i][1];
+    v[i * 4 + 3] = t[i][1] - t[i][3];
+  }
+}
+
+// V = B^T d B for tiles [first, last) of a tile row (see tile_pixels): store(point, i, value)
+// takes each value, i being (slot + tile - first) * channels + c, its index within the point's
+// [tiles][channels].
 template <class Store>
 [[gnu::always_inline]] inline void input_transform_tiles(const float* const rows[4], const float* zeros, int64_t width,
                                                           int64_t channels, int64_t first, int64_t last, int64_t slot,
                                                           Store store) {
   for (int64_t tx = first; tx < last; ++tx, ++slot) {
     const float* p[16];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) {
-        const int64_t col = 2 * tx - 1 + j;
-        p[i * 4 + j] = rows[i] && col >= 0 && col < width ? rows[i] + col * channels : zeros;
-      }
+    tile_pixels(rows, zeros, width, channels, tx, p);
     const int64_t at = slot * channels;
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
-      float t[4][4];
-      for (int j = 0; j < 4; ++j) {
-        const float d0 = p[j][c], d1 = p[4 + j][c], d2 = p[8 + j][c], d3 = p[12 + j][c];
-        t[0][j] = d0 - d2;
-        t[1][j] = d1 + d2;
-        t[2][j] = d2 - d1;
-        t[3][j] = d1 - d3;
-      }
-      for (int i = 0; i < 4; ++i) {
-        store(i * 4 + 0, at + c, t[i][0] - t[i][2]);
-        store(i * 4 + 1, at + c, t[i][1] + t[i][2]);
-        store(i * 4 + 2, at + c, t[i][2] - t[i][1]);
-        store(i * 4 + 3, at + c, t[i][1] - t[i][3]);
-      }
+      float d[16], v[16];
+      for (int k = 0; k < 16; ++k) d[k] = p[k][c];
+      transform_tile(d, v);
+      for (int k = 0; k < 16; ++k) store(k, at + c, v[k]);
     }
   }
 }
@@ -84,12 +99,53 @@ void input_transform(const float* const rows[4], const float* zeros, int64_t wid
                         [=](int point, int64_t i, float value) { v[point * point_stride + i] = to_bf16(value); });
 }
 
-// V in float32 into v ([16][tiles][channels], point_stride = tiles * channels).
+
+// |x|'s bits: for non-negative floats the integer order is the numeric one, and a NaN is above
+// infinity, so an integer max keeps a NaN where a float max would pass it over.
+[[gnu::always_inline]] inline int32_t magnitude_bits(float x) { return std::bit_cast<int32_t>(x) & 0x7fffffff; }
+
+// The float32 input_transform of tiles [first, last) of a tile row, which also raises
+// max_bits[point] to the largest magnitude_bits of the point's values (the int8 path's scales
+// without a pass over V). Written with vectors of 16 channels: GCC does not vectorise the
+// sixteen max reductions of a `#pragma omp simd` loop.
 LCMD_VECTOR_CLONES
-void input_transform(const float* const rows[4], const float* zeros, int64_t width, int64_t channels, int64_t first,
-                     int64_t last, float* v, int64_t point_stride, int64_t slot) {
-  input_transform_tiles(rows, zeros, width, channels, first, last, slot,
-                        [=](int point, int64_t i, float value) { v[point * point_stride + i] = value; });
+void input_transform_max(const float* const rows[4], const float* zeros, int64_t width, int64_t channels, int64_t first,
+                         int64_t last, float* v, int64_t point_stride, int64_t slot, int32_t* max_bits) {
+  using Floats = float __attribute__((vector_size(64)));
+  using Ints = int32_t __attribute__((vector_size(64)));
+  constexpr int64_t kLanes = 16;
+  Ints lane_max[16] = {};
+  int32_t tail_max[16] = {};
+  for (int64_t tx = first; tx < last; ++tx, ++slot) {
+    const float* p[16];
+    tile_pixels(rows, zeros, width, channels, tx, p);
+    float* out = v + slot * channels;
+    int64_t c = 0;
+    for (; c + kLanes <= channels; c += kLanes) {
+      Floats d[16], t[16];
+      for (int k = 0; k < 16; ++k) std::memcpy(&d[k], p[k] + c, sizeof(Floats));
+      transform_tile(d, t);
+      for (int k = 0; k < 16; ++k) {
+        std::memcpy(out + k * point_stride + c, &t[k], sizeof(Floats));
+        const Ints bits = __builtin_bit_cast(Ints, t[k]) & 0x7fffffff;
+        lane_max[k] = lane_max[k] > bits ? lane_max[k] : bits;
+      }
+    }
+    for (; c < channels; ++c) {
+      float d[16], t[16];
+      for (int k = 0; k < 16; ++k) d[k] = p[k][c];
+      transform_tile(d, t);
+      for (int k = 0; k < 16; ++k) {
+        out[k * point_stride + c] = t[k];
+        tail_max[k] = std::max(tail_max[k], magnitude_bits(t[k]));
+      }
+    }
+  }
+  for (int k = 0; k < 16; ++k) {
+    int32_t m = std::max(max_bits[k], tail_max[k]);
+    for (int64_t l = 0; l < kLanes; ++l) m = std::max(m, lane_max[k][l]);
+    max_bits[k] = m;
+  }
 }
 
 // Y = A^T M A (+ bias, + residual) for tiles [first, last) of output tile row `ty`, the band's
@@ -311,15 +367,19 @@ void WinogradF2::for_band_tiles(const Band& band, const Geometry& g, int64_t cha
   });
 }
 
+void WinogradF2::tile_row_inputs(const Geometry& g, const float* rows, int64_t r0, int64_t ty, const float* in[4]) const {
+  for (int i = 0; i < 4; ++i) {
+    const int64_t r = 2 * ty - 1 + i;
+    in[i] = r >= 0 && r < g.height ? rows + (r - r0) * g.width * cin_ : nullptr;
+  }
+}
+
 template <class T>
 void WinogradF2::transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0, T* v) const {
-  const int64_t tiles = (band.end_row - band.first_row) * g.tiles_w, row_floats = g.width * cin_;
+  const int64_t tiles = (band.end_row - band.first_row) * g.tiles_w;
   for_band_tiles(band, g, cin_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {
     const float* in[4];
-    for (int i = 0; i < 4; ++i) {
-      const int64_t r = 2 * ty - 1 + i;
-      in[i] = r >= 0 && r < g.height ? rows + (r - r0) * row_floats : nullptr;
-    }
+    tile_row_inputs(g, rows, r0, ty, in);
     input_transform(in, g.zeros, g.width, cin_, tx, tx_end, v, tiles * cin_, t);
   });
 }
@@ -448,8 +508,33 @@ dnnl::matmul::primitive_desc WinogradF2Int8::product_desc(int64_t tiles) const {
 }
 
 size_t WinogradF2Int8::bytes_per_tile() const {
-  // V in float32 (then the products, in the same buffer) and quantized.
-  return kWinogradF2Points * static_cast<size_t>(std::max(cin_, cout_) * sizeof(float) + cin_);
+  // V quantized and the products in float32 (V's float32 rows: one tile row at a time).
+  return kWinogradF2Points * static_cast<size_t>(cout_ * sizeof(float) + cin_);
+}
+
+void WinogradF2Int8::quantize_tile_row(const Geometry& g, const float* rows, int64_t r0, int64_t ty, float* v,
+                                       int8_t* q, int64_t point_stride, float* point_scales) const {
+  const float* in[4];
+  tile_row_inputs(g, rows, r0, ty, in);
+  const int64_t row_values = g.tiles_w * cin_;
+  const int slices = threads_for(g.tiles_w, std::max<int64_t>(1, kElementwiseGrain / (kWinogradF2Points * cin_)));
+  std::vector<int32_t> slice_max(static_cast<size_t>(slices * kWinogradF2Points), 0);
+  parallel_slices(g.tiles_w, slices, [&](int slice, int64_t first, int64_t last) {
+    input_transform_max(in, g.zeros, g.width, cin_, first, last, v, row_values, first,
+                        slice_max.data() + slice * kWinogradF2Points);
+  });
+  parallel_range(kWinogradF2Points, std::max<int64_t>(1, kElementwiseGrain / row_values), [&](int64_t first, int64_t last) {
+    for (int64_t point = first; point < last; ++point) {
+      int32_t bits = 0;
+      for (int s = 0; s < slices; ++s) bits = std::max(bits, slice_max[s * kWinogradF2Points + point]);
+      const float max = std::bit_cast<float>(bits);  // NaN if a value is
+      point_scales[point] = max / kInt8Max;
+      if (std::isnan(max) || max == 0.f)  // a NaN / infinite value: scale NaN, the outputs it reaches NaN
+        std::memset(q + point * point_stride, 0, static_cast<size_t>(row_values));
+      else
+        quantize_symmetric(v + point * row_values, row_values, kInt8Max / max, q + point * point_stride);
+    }
+  });
 }
 
 void WinogradF2Int8::run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
@@ -457,29 +542,17 @@ void WinogradF2Int8::run_band(const Band& band, const Geometry& g, const float* 
   const int64_t rows_in_band = band.end_row - band.first_row, tiles = rows_in_band * g.tiles_w;
   int64_t r0 = 0;
   const float* rows = band_rows(band, g, x, make_rows, &r0);
-  // V in float32, then quantized into q; the products m (float32, weight scales applied) take V's place.
-  void* shared = thread_buffer(ThreadBuffer::kBlockedDestination,
-                               kWinogradF2Points * tiles * std::max(cin_, cout_) * sizeof(float));
-  auto* v = static_cast<float*>(shared);
-  auto* m = static_cast<float*>(shared);
-  auto* q = static_cast<int8_t*>(thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_));
-  transform_input(band, g, rows, r0, v);
-  // Per point and tile row (contiguous in V: [tiles_w][cin]), symmetric: scale = max |V| / 127.
-  std::vector<float> point_scales(static_cast<size_t>(rows_in_band * kWinogradF2Points));
+  // V tile row by tile row in float32 (a row is at most ~1 MB at the VAE's sizes: it stays in
+  // cache for its quantization) quantized into q; the products m in float32, weight scales applied.
   const int64_t row_values = g.tiles_w * cin_;
-  parallel_range(rows_in_band * kWinogradF2Points, std::max<int64_t>(1, kElementwiseGrain / row_values),
-                 [&](int64_t first, int64_t last) {
-                   for (int64_t k = first; k < last; ++k) {
-                     const int64_t row = k / kWinogradF2Points, point = k % kWinogradF2Points;
-                     const int64_t at = point * tiles * cin_ + row * row_values;
-                     const float max = block_absolute_max(v + at, row_values);
-                     point_scales[k] = max / kInt8Max;
-                     if (std::isnan(max) || max == 0.f)  // a NaN / infinite value: scale NaN, the outputs it reaches NaN
-                       std::memset(q + at, 0, static_cast<size_t>(row_values));
-                     else
-                       quantize_symmetric(v + at, row_values, kInt8Max / max, q + at);
-                   }
-                 });
+  auto* v = static_cast<float*>(
+      thread_buffer(ThreadBuffer::kTransformedRow, kWinogradF2Points * row_values * sizeof(float)));
+  auto* m = static_cast<float*>(thread_buffer(ThreadBuffer::kBlockedDestination, kWinogradF2Points * tiles * cout_ * sizeof(float)));
+  auto* q = static_cast<int8_t*>(thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_));
+  std::vector<float> point_scales(static_cast<size_t>(rows_in_band * kWinogradF2Points));
+  for (int64_t row = 0; row < rows_in_band; ++row)
+    quantize_tile_row(g, rows, r0, band.first_row + row, v, q + row * row_values, tiles * cin_,
+                      point_scales.data() + row * kWinogradF2Points);
   run_products(band, q, m);
   const int64_t image = band.image * g.height * g.width * cout_;
   for_band_tiles(band, g, cout_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {

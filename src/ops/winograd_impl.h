@@ -82,8 +82,11 @@ class WinogradF2 {
   // Calls f(t, tx_first, tx_last, ty) for the band's tiles split at its tile rows, on all threads.
   template <class F>
   void for_band_tiles(const Band& band, const Geometry& g, int64_t channels, F&& f) const;
+  // The four input rows tile row ty reads (null above or below the image), within the band's
+  // input rows (band_rows: the image's row r0 on).
+  void tile_row_inputs(const Geometry& g, const float* rows, int64_t r0, int64_t ty, const float* in[4]) const;
   // V = B^T d B of the band's tiles from its input rows (band_rows), into v ([16][tiles][cin],
-  // bf16 or float32), on all threads.
+  // bf16), on all threads.
   template <class T>
   void transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0, T* v) const;
   // M = V U, the band's batched matmul (v and m in the product's source and destination types).
@@ -130,6 +133,11 @@ class WinogradF2Int8 : public WinogradF2 {
 
  private:
   void quantize_weights(const float* u);  // u: [16, cin, cout] float32
+  // V of tile row ty (its input rows as for tile_row_inputs) in float32 into v ([16][tiles_w][cin]),
+  // then quantized per point into q ([16][tiles_w][cin], point_stride apart), the 16 scales into
+  // point_scales (NaN where a value is NaN).
+  void quantize_tile_row(const Geometry& g, const float* rows, int64_t r0, int64_t ty, float* v, int8_t* q,
+                         int64_t point_stride, float* point_scales) const;
   dnnl::matmul::primitive_desc product_desc(int64_t tiles) const override;
   size_t bytes_per_tile() const override;
   void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
