@@ -186,11 +186,6 @@ std::optional<Levels> levels_for(Range range, ActivationQuantization* degenerate
 
 }  // namespace
 
-float block_absolute_max(const float* x, int64_t n) {
-  const Range r = range_kernel(x, n);
-  return std::isnan(r.min) ? r.min : std::max(-r.min, r.max);
-}
-
 void quantize_symmetric(const float* x, int64_t n, float inv_scale, int8_t* q) { symmetric_kernel(x, n, inv_scale, q); }
 
 ActivationQuantization quantize_activations(const float* x, int64_t n, uint8_t* q) {

@@ -56,9 +56,8 @@ struct Range {
 Range value_range(const float* x, int64_t n);
 
 // Symmetric int8 on the calling thread, for a block that is one task of a parallel loop (a
-// Winograd point's values in one tile row, see WinogradF2Int8): the largest |x| of n floats (NaN
-// if one is NaN or infinite), and q = round(x * inv_scale) clamped to [-127, 127].
-float block_absolute_max(const float* x, int64_t n);
+// Winograd point's values in one tile row, see WinogradF2Int8): q = round(x * inv_scale) clamped
+// to [-127, 127].
 void quantize_symmetric(const float* x, int64_t n, float inv_scale, int8_t* q);
 
 // An NHWC map as an int8 convolution reads it: `padding` pixels on every side, holding the

@@ -99,7 +99,6 @@ void input_transform(const float* const rows[4], const float* zeros, int64_t wid
                         [=](int point, int64_t i, float value) { v[point * point_stride + i] = to_bf16(value); });
 }
 
-
 // |x|'s bits: for non-negative floats the integer order is the numeric one, and a NaN is above
 // infinity, so an integer max keeps a NaN where a float max would pass it over.
 [[gnu::always_inline]] inline int32_t magnitude_bits(float x) { return std::bit_cast<int32_t>(x) & 0x7fffffff; }
@@ -127,7 +126,7 @@ void input_transform_max(const float* const rows[4], const float* zeros, int64_t
       transform_tile(d, t);
       for (int k = 0; k < 16; ++k) {
         std::memcpy(out + k * point_stride + c, &t[k], sizeof(Floats));
-        const Ints bits = __builtin_bit_cast(Ints, t[k]) & 0x7fffffff;
+        const Ints bits = __builtin_bit_cast(Ints, t[k]) & 0x7fffffff;  // magnitude_bits, 16 lanes
         lane_max[k] = lane_max[k] > bits ? lane_max[k] : bits;
       }
     }
@@ -374,8 +373,8 @@ void WinogradF2::tile_row_inputs(const Geometry& g, const float* rows, int64_t r
   }
 }
 
-template <class T>
-void WinogradF2::transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0, T* v) const {
+void WinogradF2::transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0,
+                                 uint16_t* v) const {
   const int64_t tiles = (band.end_row - band.first_row) * g.tiles_w;
   for_band_tiles(band, g, cin_, [&](int64_t t, int64_t tx, int64_t tx_end, int64_t ty) {
     const float* in[4];
@@ -523,7 +522,8 @@ void WinogradF2Int8::quantize_tile_row(const Geometry& g, const float* rows, int
     input_transform_max(in, g.zeros, g.width, cin_, first, last, v, row_values, first,
                         slice_max.data() + slice * kWinogradF2Points);
   });
-  parallel_range(kWinogradF2Points, std::max<int64_t>(1, kElementwiseGrain / row_values), [&](int64_t first, int64_t last) {
+  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / row_values);
+  parallel_range(kWinogradF2Points, grain, [&](int64_t first, int64_t last) {
     for (int64_t point = first; point < last; ++point) {
       int32_t bits = 0;
       for (int s = 0; s < slices; ++s) bits = std::max(bits, slice_max[s * kWinogradF2Points + point]);
@@ -547,7 +547,8 @@ void WinogradF2Int8::run_band(const Band& band, const Geometry& g, const float* 
   const int64_t row_values = g.tiles_w * cin_;
   auto* v = static_cast<float*>(
       thread_buffer(ThreadBuffer::kTransformedRow, kWinogradF2Points * row_values * sizeof(float)));
-  auto* m = static_cast<float*>(thread_buffer(ThreadBuffer::kBlockedDestination, kWinogradF2Points * tiles * cout_ * sizeof(float)));
+  auto* m = static_cast<float*>(
+      thread_buffer(ThreadBuffer::kBlockedDestination, kWinogradF2Points * tiles * cout_ * sizeof(float)));
   auto* q = static_cast<int8_t*>(thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_));
   std::vector<float> point_scales(static_cast<size_t>(rows_in_band * kWinogradF2Points));
   for (int64_t row = 0; row < rows_in_band; ++row)

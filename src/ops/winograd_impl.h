@@ -87,8 +87,7 @@ class WinogradF2 {
   void tile_row_inputs(const Geometry& g, const float* rows, int64_t r0, int64_t ty, const float* in[4]) const;
   // V = B^T d B of the band's tiles from its input rows (band_rows), into v ([16][tiles][cin],
   // bf16), on all threads.
-  template <class T>
-  void transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0, T* v) const;
+  void transform_input(const Band& band, const Geometry& g, const float* rows, int64_t r0, uint16_t* v) const;
   // M = V U, the band's batched matmul (v and m in the product's source and destination types).
   void run_products(const Band& band, const void* v, void* m) const;
 
