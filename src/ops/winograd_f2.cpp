@@ -343,14 +343,22 @@ const WinogradF2::Product& WinogradF2::product(int64_t tiles) const {
 
 std::string WinogradF2::implementation() const { return product(kReferenceTiles).pd.impl_info_str(); }
 
-const float* WinogradF2::band_rows(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
-                                   int64_t* first) const {
+const float* WinogradF2::band_rows(const Band& band, const Geometry& g, BandInput& input, int64_t* first) const {
   const int64_t row_floats = g.width * cin_;
   const int64_t r0 = std::max<int64_t>(0, 2 * band.first_row - 1), r1 = std::min(g.height, 2 * band.end_row + 1);
   *first = r0;
-  if (x) return x + (band.image * g.height + r0) * row_floats;
-  auto* made = static_cast<float*>(thread_buffer(ThreadBuffer::kConvertedSource, (r1 - r0) * row_floats * sizeof(float)));
-  make_rows(band.image, r0, r1, made);
+  if (input.x) return input.x + (band.image * g.height + r0) * row_floats;
+  const size_t bytes = static_cast<size_t>((r1 - r0) * row_floats) * sizeof(float);
+  if (bytes > input.bytes) input.image = -1, input.bytes = bytes;  // the rows held may move
+  auto* made = static_cast<float*>(thread_buffer(ThreadBuffer::kConvertedSource, bytes));
+  int64_t from = r0;  // the first row to make
+  if (input.image == band.image && input.first <= r0 && r0 < input.end && input.end <= r1) {
+    const size_t kept = static_cast<size_t>((input.end - r0) * row_floats) * sizeof(float);
+    std::memmove(made, made + (r0 - input.first) * row_floats, kept);
+    from = input.end;
+  }
+  if (from < r1) (*input.make_rows)(band.image, from, r1, made + (from - r0) * row_floats);
+  input.image = band.image, input.first = r0, input.end = r1;
   return made;
 }
 
@@ -413,14 +421,16 @@ void WinogradF2::run(int64_t batch, int64_t height, int64_t width, const float* 
   // not happen on a team thread.
   for (Band& band : bands) band.product = &product((band.end_row - band.first_row) * g.tiles_w);
   if (!own_bands) {
-    for (const Band& band : bands) run_band(band, g, x, make_rows, bias, residual, y);
+    BandInput input{x, &make_rows};
+    for (const Band& band : bands) run_band(band, g, input, bias, residual, y);
     return;
   }
   std::exception_ptr failure;  // e.g. bad_alloc for a band's buffers: rethrown here
   std::mutex failure_mutex;
   parallel_slices(static_cast<int64_t>(bands.size()), threads, [&](int, int64_t first, int64_t last) {
     try {
-      for (int64_t b = first; b < last; ++b) run_band(bands[b], g, x, make_rows, bias, residual, y);
+      BandInput input{x, &make_rows};
+      for (int64_t b = first; b < last; ++b) run_band(bands[b], g, input, bias, residual, y);
     } catch (...) {
       std::lock_guard<std::mutex> lock(failure_mutex);
       if (!failure) failure = std::current_exception();
@@ -450,11 +460,11 @@ size_t WinogradF2Bf16::bytes_per_tile() const {
   return kWinogradF2Points * static_cast<size_t>(cin_ * sizeof(uint16_t) + cout_ * sizeof(float));
 }
 
-void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
-                              const float* bias, const float* residual, float* y) const {
+void WinogradF2Bf16::run_band(const Band& band, const Geometry& g, BandInput& input, const float* bias,
+                              const float* residual, float* y) const {
   const int64_t tiles = (band.end_row - band.first_row) * g.tiles_w;
   int64_t r0 = 0;
-  const float* rows = band_rows(band, g, x, make_rows, &r0);
+  const float* rows = band_rows(band, g, input, &r0);
   auto* v = static_cast<uint16_t*>(
       thread_buffer(ThreadBuffer::kBlockedSource, kWinogradF2Points * tiles * cin_ * sizeof(uint16_t)));
   auto* m = static_cast<float*>(
@@ -537,11 +547,11 @@ void WinogradF2Int8::quantize_tile_row(const Geometry& g, const float* rows, int
   });
 }
 
-void WinogradF2Int8::run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
-                              const float* bias, const float* residual, float* y) const {
+void WinogradF2Int8::run_band(const Band& band, const Geometry& g, BandInput& input, const float* bias,
+                              const float* residual, float* y) const {
   const int64_t rows_in_band = band.end_row - band.first_row, tiles = rows_in_band * g.tiles_w;
   int64_t r0 = 0;
-  const float* rows = band_rows(band, g, x, make_rows, &r0);
+  const float* rows = band_rows(band, g, input, &r0);
   // V tile row by tile row in float32 (a row is at most ~1 MB at the VAE's sizes: it stays in
   // cache for its quantization) quantized into q; the products m in float32, weight scales applied.
   const int64_t row_values = g.tiles_w * cin_;

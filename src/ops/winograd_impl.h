@@ -72,13 +72,21 @@ class WinogradF2 {
   virtual dnnl::matmul::primitive_desc product_desc(int64_t tiles) const = 0;
   // A band's working memory per tile.
   virtual size_t bytes_per_tile() const = 0;
-  virtual void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
-                        const float* bias, const float* residual, float* y) const = 0;
+  // Where one thread's bands read their input rows: the stored map x, or rows made by make_rows
+  // into the thread's buffer. A thread runs consecutive bands, which share two input rows: the
+  // buffer keeps the last band's rows [first, end) of `image`, and those are not made again.
+  struct BandInput {
+    const float* x;
+    const MakeRows* make_rows;
+    int64_t image = -1, first = 0, end = 0;
+    size_t bytes = 0;  // the most this run asked of the buffer: asking more may move it
+  };
+  virtual void run_band(const Band& band, const Geometry& g, BandInput& input, const float* bias,
+                        const float* residual, float* y) const = 0;
 
   // The band's input rows [2 first_row - 1, 2 end_row + 1) clipped to the image: in x, or made
   // into the calling thread's buffer. *first is the first of them.
-  const float* band_rows(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows,
-                         int64_t* first) const;
+  const float* band_rows(const Band& band, const Geometry& g, BandInput& input, int64_t* first) const;
   // Calls f(t, tx_first, tx_last, ty) for the band's tiles split at its tile rows, on all threads.
   template <class F>
   void for_band_tiles(const Band& band, const Geometry& g, int64_t channels, F&& f) const;
@@ -113,8 +121,8 @@ class WinogradF2Bf16 : public WinogradF2 {
  private:
   dnnl::matmul::primitive_desc product_desc(int64_t tiles) const override;
   size_t bytes_per_tile() const override;
-  void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
-                const float* residual, float* y) const override;
+  void run_band(const Band& band, const Geometry& g, BandInput& input, const float* bias, const float* residual,
+                float* y) const override;
 };
 
 // Products in int8: U quantized per output channel (symmetric, as the direct int8 convolution's
@@ -139,8 +147,8 @@ class WinogradF2Int8 : public WinogradF2 {
                          int64_t point_stride, float* point_scales) const;
   dnnl::matmul::primitive_desc product_desc(int64_t tiles) const override;
   size_t bytes_per_tile() const override;
-  void run_band(const Band& band, const Geometry& g, const float* x, const MakeRows& make_rows, const float* bias,
-                const float* residual, float* y) const override;
+  void run_band(const Band& band, const Geometry& g, BandInput& input, const float* bias, const float* residual,
+                float* y) const override;
 
   std::vector<float> scales_;  // [cout]: U ~ scales_ * q, for every point and input channel
 };
