@@ -83,10 +83,22 @@ template <class Store>
     const int64_t at = slot * channels;
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
-      float d[16], v[16];
-      for (int k = 0; k < 16; ++k) d[k] = p[k][c];
-      transform_tile(d, v);
-      for (int k = 0; k < 16; ++k) store(k, at + c, v[k]);
+      // transform_tile's arithmetic written out: GCC does not vectorise this loop over arrays
+      // of the sixteen values (measured: the bf16 VAE 1.0 -> 1.85 s).
+      float t[4][4];
+      for (int j = 0; j < 4; ++j) {
+        const float d0 = p[j][c], d1 = p[4 + j][c], d2 = p[8 + j][c], d3 = p[12 + j][c];
+        t[0][j] = d0 - d2;
+        t[1][j] = d1 + d2;
+        t[2][j] = d2 - d1;
+        t[3][j] = d1 - d3;
+      }
+      for (int i = 0; i < 4; ++i) {
+        store(i * 4 + 0, at + c, t[i][0] - t[i][2]);
+        store(i * 4 + 1, at + c, t[i][1] + t[i][2]);
+        store(i * 4 + 2, at + c, t[i][2] - t[i][1]);
+        store(i * 4 + 3, at + c, t[i][1] - t[i][3]);
+      }
     }
   }
 }
