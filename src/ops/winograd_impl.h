@@ -85,7 +85,8 @@ class WinogradF2 {
                         const float* residual, float* y) const = 0;
 
   // The band's input rows [2 first_row - 1, 2 end_row + 1) clipped to the image: in x, or made
-  // into the calling thread's buffer. *first is the first of them.
+  // into the calling thread's kConvertedSource buffer (which nothing else in a band may use: it
+  // holds the rows the next band shares). *first is the first of them.
   const float* band_rows(const Band& band, const Geometry& g, BandInput& input, int64_t* first) const;
   // Calls f(t, tx_first, tx_last, ty) for the band's tiles split at its tile rows, on all threads.
   template <class F>
