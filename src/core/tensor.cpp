@@ -4,11 +4,13 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <cstring>
+#include <iterator>
+#include <mutex>
 #include <new>
+#include <set>
 #include <stdexcept>
+#include <vector>
 
 namespace lcmd {
 
@@ -29,14 +31,22 @@ int64_t shape_numel(const Shape& shape) {
 
 namespace {
 
-// Large activations (a 128-channel 512x512 feature map is 134 MB) would be fresh mmaps from glibc
-// on every allocation, page-faulting on every first touch: ~10-30 % of a large op's time. They are
-// recycled instead: freed large blocks wait in a size-keyed pool for the next tensor of that size
-// class (the same shapes recur every denoising step and every image).
+// Large activations (a 128-channel 512x512 feature map is 134 MB) are recycled rather than
+// mapped afresh. A fresh page costs a fault and its zeroing on first touch; on a VM that hands
+// freed memory back to its host (free page reporting, as our Firecracker dev machine does) the
+// host must fault it in again as well: 64 MB touched 2 s after it was freed took ~100 ms there,
+// against ~6 ms for memory the process still held.
+//
+// Freed large blocks are kept as 2 MB chunks (one huge page each). A request takes a run of
+// cached chunks that are already adjacent (a freed block of at least its size), or else a new
+// address range into which mremap moves cached chunks: that moves page-table entries, so no page
+// is copied, faulted or zeroed. Blocks freed at one size so serve the next size up (a decoder
+// level's maps become the next level's), and the chunks held are at most the high-water mark of
+// live large tensors, not a cache per size.
 class LargeBlockPool {
  public:
-  static constexpr size_t kMinBytes = 4u << 20;   // smaller blocks go to malloc
-  static constexpr size_t kGranule = 2u << 20;    // huge-page sized classes
+  static constexpr size_t kMinBytes = 4u << 20;  // smaller blocks go to malloc
+  static constexpr size_t kChunk = 2u << 20;     // block sizes are multiples of it
   static constexpr size_t kMaxCachedBytes = 512ull << 20;
 
   static LargeBlockPool& instance() {
@@ -44,48 +54,96 @@ class LargeBlockPool {
     return *pool;
   }
 
+  // A kChunk-aligned block of `bytes` (a multiple of kChunk), or nullptr when out of memory.
   void* take(size_t bytes) {
+    const size_t chunks = bytes / kChunk;
+    std::vector<uintptr_t> moving;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(bytes);
-      if (it != free_.end()) {
-        void* p = it->second;
-        free_.erase(it);
-        cached_ -= bytes;
-        return p;
+      if (const uintptr_t run = take_run(chunks)) return reinterpret_cast<void*>(run);
+      while (moving.size() < chunks && !free_.empty()) moving.push_back(free_.extract(free_.begin()).value());
+    }
+    char* block = map_aligned(bytes);
+    if (!block) {
+      for (const uintptr_t chunk : moving) munmap(reinterpret_cast<void*>(chunk), kChunk);
+      return nullptr;
+    }
+    for (size_t i = 0; i < moving.size(); ++i) {
+      char* to = block + i * kChunk;
+      if (mremap(reinterpret_cast<void*>(moving[i]), kChunk, kChunk, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED)
+        continue;
+      // The chunk stays where it was; the destination may have been unmapped: map it afresh.
+      munmap(reinterpret_cast<void*>(moving[i]), kChunk);
+      if (mmap(to, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        munmap(block, bytes);
+        for (size_t j = i + 1; j < moving.size(); ++j) munmap(reinterpret_cast<void*>(moving[j]), kChunk);
+        return nullptr;
       }
     }
-    void* p = std::aligned_alloc(kGranule, bytes);
-    if (p) madvise(p, bytes, MADV_HUGEPAGE);  // fewer faults and TLB misses where THP is "madvise"
-    return p;
-  }
-
-  void release_all() {
-    std::multimap<size_t, void*> blocks;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      blocks.swap(free_);
-      cached_ = 0;
-    }
-    for (auto& [bytes, p] : blocks) std::free(p);
+    return block;
   }
 
   void give_back(void* p, size_t bytes) {
+    const auto begin = reinterpret_cast<uintptr_t>(p);
+    uintptr_t kept_end = begin;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_ + bytes <= kMaxCachedBytes) {
-        free_.emplace(bytes, p);
-        cached_ += bytes;
-        return;
-      }
+      for (; kept_end < begin + bytes && (free_.size() + 1) * kChunk <= kMaxCachedBytes; kept_end += kChunk)
+        free_.insert(kept_end);
     }
-    std::free(p);
+    if (kept_end < begin + bytes) munmap(reinterpret_cast<void*>(kept_end), begin + bytes - kept_end);
+  }
+
+  void release_all() {
+    std::set<uintptr_t> chunks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      chunks.swap(free_);
+    }
+    for (auto it = chunks.begin(); it != chunks.end();) {  // one munmap per adjacent run
+      const uintptr_t first = *it;
+      uintptr_t end = first + kChunk;
+      for (++it; it != chunks.end() && *it == end; ++it) end += kChunk;
+      munmap(reinterpret_cast<void*>(first), end - first);
+    }
   }
 
  private:
+  // The first run of `chunks` adjacent cached chunks, taken out of the cache; 0 if none.
+  uintptr_t take_run(size_t chunks) {
+    if (chunks == 0 || free_.size() < chunks) return 0;
+    auto first = free_.begin();
+    size_t length = 0;
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (length > 0 && *it == *std::prev(it) + kChunk) {
+        ++length;
+      } else {
+        first = it;
+        length = 1;
+      }
+      if (length == chunks) {
+        const uintptr_t start = *first;
+        free_.erase(first, std::next(it));
+        return start;
+      }
+    }
+    return 0;
+  }
+
+  // A new kChunk-aligned mapping of `bytes`, huge pages asked for.
+  static char* map_aligned(size_t bytes) {
+    void* raw = mmap(nullptr, bytes + kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return nullptr;
+    const auto at = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t start = (at + kChunk - 1) & ~(uintptr_t{kChunk} - 1);
+    if (start > at) munmap(raw, start - at);
+    if (start - at < kChunk) munmap(reinterpret_cast<void*>(start + bytes), kChunk - (start - at));
+    madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);  // fewer faults and TLB misses where THP is "madvise"
+    return reinterpret_cast<char*>(start);
+  }
+
   std::mutex mutex_;
-  std::multimap<size_t, void*> free_;
-  size_t cached_ = 0;
+  std::set<uintptr_t> free_;  // cached chunks' addresses, each mapped and kChunk long
 };
 
 // A block mapped on its own, so freeing it returns the memory at once. glibc's malloc would
@@ -104,7 +162,7 @@ std::shared_ptr<float> allocate_floats(size_t count, bool pooled = true) {
   size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
   if (!pooled && bytes >= kMinMappedBytes) return map_floats(bytes);
   if (pooled && bytes >= LargeBlockPool::kMinBytes) {
-    bytes = (bytes + LargeBlockPool::kGranule - 1) / LargeBlockPool::kGranule * LargeBlockPool::kGranule;
+    bytes = (bytes + LargeBlockPool::kChunk - 1) / LargeBlockPool::kChunk * LargeBlockPool::kChunk;
     void* p = LargeBlockPool::instance().take(bytes);
     if (!p) throw std::bad_alloc();
     return std::shared_ptr<float>(static_cast<float*>(p),
@@ -121,6 +179,8 @@ void release_cached_memory() {
   LargeBlockPool::instance().release_all();
   malloc_trim(0);
 }
+
+void release_heap_memory() { malloc_trim(0); }
 
 Tensor::Tensor(Shape shape) : shape_(std::move(shape)) {
   for (int64_t d : shape_)

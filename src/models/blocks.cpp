@@ -92,10 +92,7 @@ Tensor ResnetBlock2D::forward(Tensor x, const Tensor* temb) const {
   std::optional<Tensor> shortcut = conv_shortcut ? std::optional<Tensor>((*conv_shortcut)(x)) : std::nullopt;
   Tensor h = conv1.normalized(x, {groups, eps, norm1.weight.data(), norm1.bias.data(), /*silu=*/true});
   const bool changes_channels = shortcut.has_value();
-  if (changes_channels) {
-    x = Tensor();
-    if (release_freed_maps) release_cached_memory();  // x, in the old channel count
-  }
+  if (changes_channels) x = Tensor();
   if (time_emb_proj && temb) {
     // temb = time_emb_proj(silu(temb)), broadcast over every position of its sample.
     Tensor t = temb->clone();

@@ -35,11 +35,6 @@ struct ResnetBlock2D {
 
   int groups;
   float eps;
-  // Set by the VAE decoder: a block that changes the channel count frees maps (its input, the
-  // first GroupNorm's output) whose size the rest of the decoder never allocates again, so it
-  // returns them to the system (release_cached_memory) instead of leaving them in the tensor
-  // pool beside the new ones. Off for the UNet, whose shapes recur every step.
-  bool release_freed_maps = false;
   Norm norm1, norm2;
   ops::Conv2d conv1, conv2;
   std::optional<ops::Linear> time_emb_proj;

@@ -57,11 +57,9 @@ VaeDecoder::VaeDecoder(const VaeConfig& c, const Weights& w)
     output_channel = reversed[i];
     const Weights bw = scope(w)["decoder"]["up_blocks"][i];
     UpDecoderBlock block;
-    for (int j = 0; j < c.layers_per_block + 1; ++j) {
+    for (int j = 0; j < c.layers_per_block + 1; ++j)
       block.resnets.emplace_back(bw["resnets"][j], j == 0 ? prev_output_channel : output_channel, output_channel, 0,
                                  c.norm_num_groups, kVaeNormEps);
-      block.resnets.back().release_freed_maps = true;
-    }
     if (i < n - 1) block.upsampler.emplace(bw["upsamplers"][0], output_channel);
     up_blocks.push_back(std::move(block));
   }
@@ -75,11 +73,11 @@ Tensor VaeDecoder::forward(const Tensor& latents) const {
   if (latents.rank() != 4 || latents.dim(3) != config_.latent_channels)
     throw std::invalid_argument("VAE latents must be NHWC with " + std::to_string(config_.latent_channels) +
                                 " channels, got " + shape_str(latents.shape()));
-  // Every upsampler makes the feature maps 4x larger, and the freed blocks the tensor pool keeps
-  // for reuse (the UNet's, then each lower resolution's, then the upsampler's own input and
-  // nearest-upsampled copy) would mostly sit unused beside them: they are returned to the
-  // system before and after it, so the peak is the highest resolution's live maps alone.
-  release_cached_memory();
+  // Every upsampler makes the feature maps 4x larger. The tensor pool turns the freed large
+  // maps of one resolution into the next one's (see release_heap_memory); glibc's free heap (the
+  // small maps, and the UNet's) is returned to the system before and after each, so the peak is
+  // the highest resolution's live maps.
+  release_heap_memory();
   Tensor h = post_quant_conv(latents);
   record("post_quant_conv", h);
   h = conv_in(h);
@@ -89,9 +87,9 @@ Tensor VaeDecoder::forward(const Tensor& latents) const {
   for (size_t i = 0; i < up_blocks.size(); ++i) {
     for (const auto& resnet : up_blocks[i].resnets) h = resnet.forward(std::move(h), nullptr);
     if (up_blocks[i].upsampler) {
-      release_cached_memory();
+      release_heap_memory();
       h = up_blocks[i].upsampler->forward(std::move(h));
-      release_cached_memory();
+      release_heap_memory();
     }
     record("decoder.up_blocks." + std::to_string(i), h);
   }
@@ -99,7 +97,7 @@ Tensor VaeDecoder::forward(const Tensor& latents) const {
                       /*silu=*/true);
   h = conv_out(h);
   record("decoder.conv_out", h);
-  release_cached_memory();  // the full-resolution maps: the next image's UNet has no use for them
+  release_heap_memory();  // the pool keeps the full-resolution maps: the next image's large tensors take them
   return h;
 }
 

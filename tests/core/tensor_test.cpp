@@ -1,8 +1,15 @@
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
+#include <iterator>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/tensor.h"
@@ -70,6 +77,84 @@ TEST(Tensor, TransientStorageGoesBackToTheSystem) {
   copies.clear();
   const long released_kib = before - resident_kib();
   EXPECT_GT(released_kib, 90 * 1024) << "freeing 96 MiB of copies released " << released_kib << " KiB";
+}
+
+long minor_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
+// Page faults taken while filling a new tensor of `floats` elements.
+long faults_filling(int64_t floats) {
+  const long before = minor_faults();
+  Tensor t({floats});
+  std::fill(t.data(), t.data() + t.numel(), 1.f);
+  return minor_faults() - before;
+}
+
+constexpr int64_t kMiBFloats = (1 << 20) / sizeof(float);
+
+// Freed large tensors serve the next ones, whatever their size: a 64 MiB tensor made after a
+// 32 MiB one was freed takes half its pages already mapped. This is what spares the VAE fresh
+// pages (faulted, zeroed, and on a VM maybe refetched from the host) at every resolution.
+TEST(LargeTensors, FreedBlocksServeLargerTensorsWithoutFreshPages) {
+  release_cached_memory();
+  const long fresh = faults_filling(64 * kMiBFloats);  // its pages go to the pool when it is freed
+  release_cached_memory();
+  faults_filling(32 * kMiBFloats);
+  const long half_reused = faults_filling(64 * kMiBFloats);
+  EXPECT_GT(fresh, 0);
+  EXPECT_LE(half_reused, fresh * 6 / 10) << "fresh 64 MiB: " << fresh << " faults";
+  const long all_reused = faults_filling(48 * kMiBFloats);
+  EXPECT_LE(all_reused, fresh / 10) << "fresh 64 MiB: " << fresh << " faults";
+  release_cached_memory();
+}
+
+// Recycled blocks are never handed out twice: live tensors of mixed sizes, made while others
+// are freed, each keep what was written into them.
+TEST(LargeTensors, LiveTensorsNeverShareRecycledMemory) {
+  release_cached_memory();
+  std::mt19937 random(7);
+  std::vector<Tensor> live;
+  std::vector<float> written;
+  for (int step = 0; step < 80; ++step) {
+    if (live.size() > 8 || (!live.empty() && random() % 3 == 0)) {  // free one
+      const auto at = static_cast<std::ptrdiff_t>(random() % live.size());
+      live.erase(live.begin() + at);
+      written.erase(written.begin() + at);
+    }
+    const int64_t floats = static_cast<int64_t>(4 + random() % 29) * kMiBFloats + static_cast<int64_t>(random() % 1000);
+    live.push_back(Tensor({floats}));
+    written.push_back(static_cast<float>(step));
+    std::fill(live.back().data(), live.back().data() + floats, written.back());
+    for (size_t j = 0; j < live.size(); ++j) {
+      const Tensor& t = live[j];
+      for (int64_t k = 0; k < t.numel(); k += 1024)
+        ASSERT_EQ(t.data()[k], written[j]) << "step " << step << ": tensor " << j << ", element " << k;
+      ASSERT_EQ(t.data()[t.numel() - 1], written[j]) << "step " << step << ": tensor " << j;
+    }
+  }
+  live.clear();
+  release_cached_memory();
+}
+
+// The pool holds at most 512 MiB of freed blocks, and release_cached_memory (after loading a
+// model) returns all of them to the system.
+TEST(LargeTensors, PoolIsBoundedAndReleasedOnRequest) {
+  release_cached_memory();
+  std::vector<Tensor> blocks;
+  for (int i = 0; i < 5; ++i) {
+    blocks.push_back(Tensor({128 * kMiBFloats}));
+    std::fill(blocks.back().data(), blocks.back().data() + blocks.back().numel(), 1.f);
+  }
+  const long filled = resident_kib();
+  blocks.clear();
+  const long pooled = resident_kib();
+  EXPECT_GT(filled - pooled, 100 * 1024) << "freeing 640 MiB past the 512 MiB bound released too little";
+  EXPECT_LT(filled - pooled, 200 * 1024) << "the pool should keep 512 of the 640 MiB freed";
+  release_cached_memory();
+  EXPECT_GT(pooled - resident_kib(), 500 * 1024) << "release_cached_memory kept the pool";
 }
 
 }  // namespace lcmd
