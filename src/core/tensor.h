@@ -55,7 +55,7 @@ class Tensor {
 // heap. Called after loading a model, whose temporary float32 copies of the weights would
 // otherwise stay resident.
 void release_cached_memory();
-// Returns glibc's free heap (freed tensors under 4 MB) to the system, but keeps the recycled
+// Returns glibc's free heap (freed tensors under 1 MB) to the system, but keeps the recycled
 // large blocks: the next large tensors reuse them whatever their size, so the pool never holds
 // more than the high-water mark of live large tensors, and between the stages of an image
 // (where this is called) keeping them spares the next stage fresh pages (see tensor.cpp).
