@@ -221,7 +221,12 @@ int cmd_lambda(int argc, char** argv) {
     options.log_prompts = f.has("log-prompts") || env_integer("LCMD_LOG_PROMPTS", 0, 0, 1) == 1;
   } catch (const InputError& e) {
     // A bad setting is an init failure of the function: Lambda shows it on the first invoke.
-    serve::RuntimeApiClient(options.runtime_api).post_init_error("config_error", e.what());
+    // It stays a usage error (exit 2) when the Runtime API cannot be told.
+    try {
+      serve::RuntimeApiClient(options.runtime_api).post_init_error("config_error", e.what());
+    } catch (const std::exception& report) {
+      std::fprintf(stderr, "lcmd lambda: the init error could not be reported: %s\n", report.what());
+    }
     throw;
   }
   return serve::run_lambda(options);

@@ -27,6 +27,7 @@ class ApiError : public std::runtime_error {
 inline ApiError invalid_request(const std::string& message) { return {400, "invalid_request_error", message}; }
 inline ApiError not_found(const std::string& message) { return {404, "not_found", message}; }
 inline ApiError method_not_allowed(const std::string& message) { return {405, "method_not_allowed", message}; }
+inline ApiError length_required(const std::string& message) { return {411, "length_required", message}; }
 inline ApiError payload_too_large(const std::string& message) { return {413, "payload_too_large", message}; }
 inline ApiError queue_full(const std::string& message, int retry_after_seconds) {
   ApiError e(429, "queue_full", message);

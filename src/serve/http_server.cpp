@@ -1,5 +1,6 @@
 #include "serve/http_server.h"
 
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -98,6 +99,15 @@ ApiError error_for_status(int status, const httplib::Request& req, size_t max_bo
     default:
       return ApiError(status, "http_error", "HTTP " + std::to_string(status));
   }
+}
+
+// A request whose body cpp-httplib reads (its methods with a body) without saying how long it is.
+bool declares_no_body_length(const httplib::Request& req) {
+  const bool reads_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
+                          req.method == "DELETE" || req.method == "PRI";
+  const std::string coding = req.get_header_value("Transfer-Encoding");
+  const bool chunked = coding.size() == 7 && strncasecmp(coding.c_str(), "chunked", 7) == 0;  // as cpp-httplib reads it
+  return reads_body && !req.has_header("Content-Length") && !chunked;
 }
 
 // Debian's cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into
@@ -289,6 +299,14 @@ HttpServer::HttpServer(ImageService& service, const HttpServerOptions& options)
     t_record = {};
     t_record.start = std::chrono::steady_clock::now();
     impl_->check_credentials(req);
+    if (declares_no_body_length(req)) {
+      // cpp-httplib would read such a body until the client closes the connection: the request
+      // would wait out the read timeout. HTTP/1.1 gives it no body (RFC 9112, 6.3), so it is
+      // answered before that read, and what follows on the connection is the next request.
+      write_error(res, length_required(printable(req.method) + " " + printable(req.path) +
+                                       " has no Content-Length header (nor chunked transfer encoding)"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
     return httplib::Server::HandlerResponse::Unhandled;
   });
   const size_t max_body = options.max_body_bytes;

@@ -228,6 +228,22 @@ TEST(LambdaInit, BadSettingIsAConfigInitError) {
   EXPECT_EQ(bootstrap.wait(30s), 2);
 }
 
+// The bad setting is still what the exit status says (2) when the Runtime API cannot be told.
+TEST(LambdaInit, BadSettingExitsTwoWhenTheRuntimeApiIsUnreachable) {
+  std::string endpoint;
+  {
+    FakeRuntimeApi closed;  // a port that was just free: nothing listens there now
+    endpoint = closed.endpoint();
+  }
+  ChildProcess bootstrap({LCMD_BINARY},
+                         {"AWS_LAMBDA_RUNTIME_API=" + endpoint, "LCMD_MODEL=" + tiny_model().string(), "LCMD_MAX_SIZE=huge"});
+  EXPECT_EQ(bootstrap.wait(30s), 2) << bootstrap.stderr_text();
+  EXPECT_NE(bootstrap.stderr_text().find("LCMD_MAX_SIZE must be an integer in 8..2048"), std::string::npos)
+      << bootstrap.stderr_text();
+  EXPECT_NE(bootstrap.stderr_text().find("the init error could not be reported"), std::string::npos)
+      << bootstrap.stderr_text();
+}
+
 TEST(LambdaInit, ExitsWhenTheRuntimeApiReportsAContainerError) {
   FakeRuntimeApi api;
   ChildProcess bootstrap({LCMD_BINARY}, lambda_environment(api, tiny_model().string()));

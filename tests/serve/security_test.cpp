@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -183,6 +184,35 @@ TEST_F(ServeWithApiKey, RefusedRequestBodyIsNotParsedAsAnotherRequest) {
   EXPECT_EQ(count_responses(answer), 2u) << answer;
   EXPECT_NE(answer.find("HTTP/1.1 200"), std::string::npos) << answer;
   EXPECT_NE(answer.find(R"({"status":"ok"})"), std::string::npos) << answer;
+}
+
+// cpp-httplib reads the body of a POST or PUT that declares no length until the connection
+// closes: such a request used to wait out the 10 s read timeout. It has no body in HTTP/1.1, so
+// it is answered at once (411), and the bytes after it are the next request.
+TEST_F(ServeWithApiKey, BodyMethodsWithoutALengthAreAnsweredAtOnce) {
+  const std::string key = "Authorization: Bearer " + kKey + "\r\n";
+  for (const std::string method : {"POST", "PUT"}) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string answer =
+        exchange_raw(port(), {method + " /v1/generate HTTP/1.1\r\nHost: x\r\n" + key + "\r\n",
+                              "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"});
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5)) << method;
+    EXPECT_EQ(answer.rfind("HTTP/1.1 411", 0), 0u) << answer;
+    EXPECT_NE(answer.find("no Content-Length header"), std::string::npos) << answer;
+    EXPECT_EQ(count_responses(answer), 2u) << answer;
+    EXPECT_NE(answer.find(R"({"status":"ok"})"), std::string::npos) << answer;
+  }
+  // Without the key the answer is still the 401; chunked and explicitly empty bodies reach the route.
+  EXPECT_EQ(exchange_raw(port(), "PUT /v1/generate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").rfind("HTTP/1.1 401", 0),
+            0u);
+  const std::string chunked = exchange_raw(port(), "POST /v1/generate HTTP/1.1\r\nHost: x\r\n" + key +
+                                                       "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                                       "2\r\n{}\r\n0\r\n\r\n");
+  EXPECT_EQ(chunked.rfind("HTTP/1.1 400", 0), 0u) << chunked;
+  EXPECT_NE(chunked.find("prompt"), std::string::npos) << chunked;
+  const std::string empty = exchange_raw(
+      port(), "POST /v1/generate HTTP/1.1\r\nHost: x\r\n" + key + "Content-Length: 0\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(empty.rfind("HTTP/1.1 400", 0), 0u) << empty;
 }
 
 TEST_F(ServeWithApiKey, OversizedOrMisroutedRequestsWithoutTheKeyAre401) {
