@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <sys/mman.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -37,12 +38,12 @@ namespace {
 // host must fault it in again as well: 64 MB touched 2 s after it was freed took ~100 ms there,
 // against ~6 ms for memory the process still held.
 //
-// Freed large blocks are kept as 2 MB chunks (one huge page each). A request takes a run of
-// cached chunks that are already adjacent (a freed block of at least its size), or else a new
-// address range into which mremap moves cached chunks: that moves page-table entries, so no page
-// is copied, faulted or zeroed. Blocks freed at one size so serve the next size up (a decoder
-// level's maps become the next level's), and the chunks held are at most the high-water mark of
-// live large tensors, not a cache per size.
+// Freed large blocks are kept as 2 MB chunks (a huge page each, where THP allows). A request
+// takes a run of cached chunks that are already adjacent (a freed block of at least its size), or
+// else a new address range into which mremap moves cached chunks: that moves page-table entries,
+// so no page is copied, faulted or zeroed. Blocks freed at one size so serve the next size up (a
+// decoder level's maps become the next level's), and the chunks held are at most the high-water
+// mark of live large tensors, not a cache per size.
 class LargeBlockPool {
  public:
   // Smaller blocks go to malloc. From 1 MB (not 4) the UNet's 32x32 activations recycle too:
@@ -60,6 +61,7 @@ class LargeBlockPool {
   void* take(size_t bytes) {
     const size_t chunks = bytes / kChunk;
     std::vector<uintptr_t> moving;
+    moving.reserve(chunks);  // no allocation while chunks are out of the cache
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (const uintptr_t run = take_run(chunks)) return reinterpret_cast<void*>(run);
@@ -67,20 +69,21 @@ class LargeBlockPool {
     }
     char* block = map_aligned(bytes);
     if (!block) {
-      for (const uintptr_t chunk : moving) munmap(reinterpret_cast<void*>(chunk), kChunk);
+      cache(moving);
       return nullptr;
     }
     for (size_t i = 0; i < moving.size(); ++i) {
       char* to = block + i * kChunk;
       if (mremap(reinterpret_cast<void*>(moving[i]), kChunk, kChunk, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED)
         continue;
-      // The chunk stays where it was; the destination may have been unmapped: map it afresh.
-      munmap(reinterpret_cast<void*>(moving[i]), kChunk);
-      if (mmap(to, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
-        munmap(block, bytes);
-        for (size_t j = i + 1; j < moving.size(); ++j) munmap(reinterpret_cast<void*>(moving[j]), kChunk);
-        return nullptr;
-      }
+      // The chunk is where it was, but the destination may have been unmapped already, and
+      // another thread may have mapped something there since: that slot is left alone. The
+      // chunks moved so far and those not moved go back to the cache, the fresh rest is unmapped.
+      std::vector<uintptr_t> kept(moving.begin() + static_cast<std::ptrdiff_t>(i), moving.end());
+      for (size_t j = 0; j < i; ++j) kept.push_back(reinterpret_cast<uintptr_t>(block + j * kChunk));
+      munmap(to + kChunk, bytes - (i + 1) * kChunk);
+      cache(kept);
+      return nullptr;
     }
     return block;
   }
@@ -88,10 +91,11 @@ class LargeBlockPool {
   void give_back(void* p, size_t bytes) {
     const auto begin = reinterpret_cast<uintptr_t>(p);
     uintptr_t kept_end = begin;
-    {
+    try {
       std::lock_guard<std::mutex> lock(mutex_);
       for (; kept_end < begin + bytes && (free_.size() + 1) * kChunk <= kMaxCachedBytes; kept_end += kChunk)
         free_.insert(kept_end);
+    } catch (const std::bad_alloc&) {  // no room for the set's node: the rest is unmapped below
     }
     if (kept_end < begin + bytes) munmap(reinterpret_cast<void*>(kept_end), begin + bytes - kept_end);
   }
@@ -111,6 +115,11 @@ class LargeBlockPool {
   }
 
  private:
+  // Returns chunks to the cache (as give_back, one chunk at a time).
+  void cache(const std::vector<uintptr_t>& chunks) {
+    for (const uintptr_t chunk : chunks) give_back(reinterpret_cast<void*>(chunk), kChunk);
+  }
+
   // The first run of `chunks` adjacent cached chunks, taken out of the cache; 0 if none.
   uintptr_t take_run(size_t chunks) {
     if (chunks == 0 || free_.size() < chunks) return 0;
@@ -161,6 +170,7 @@ std::shared_ptr<float> map_floats(size_t bytes) {
 constexpr size_t kMinMappedBytes = 1u << 20;
 
 std::shared_ptr<float> allocate_floats(size_t count, bool pooled = true) {
+  if (count > (SIZE_MAX - LargeBlockPool::kChunk) / sizeof(float)) throw std::bad_alloc();  // no size wraps below
   size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
   if (!pooled && bytes >= kMinMappedBytes) return map_floats(bytes);
   if (pooled && bytes >= LargeBlockPool::kMinBytes) {

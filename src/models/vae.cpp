@@ -73,10 +73,10 @@ Tensor VaeDecoder::forward(const Tensor& latents) const {
   if (latents.rank() != 4 || latents.dim(3) != config_.latent_channels)
     throw std::invalid_argument("VAE latents must be NHWC with " + std::to_string(config_.latent_channels) +
                                 " channels, got " + shape_str(latents.shape()));
-  // Every upsampler makes the feature maps 4x larger. The tensor pool turns the freed large
-  // maps of one resolution into the next one's (see release_heap_memory); glibc's free heap (the
-  // small maps, and the UNet's) is returned to the system before and after each, so the peak is
-  // the highest resolution's live maps.
+  // Every upsampler makes the feature maps 4x larger. The tensor pool carries the UNet's and each
+  // resolution's freed maps into the next (see release_heap_memory), so the peak is the highest
+  // resolution's live maps; only glibc's heap (tensors under 1 MB) is trimmed, before and after
+  // each upsampler.
   release_heap_memory();
   Tensor h = post_quant_conv(latents);
   record("post_quant_conv", h);
