@@ -126,7 +126,7 @@ class LargeBlockPool {
     auto first = free_.begin();
     size_t length = 0;
     for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (length > 0 && *it == *std::prev(it) + kChunk) {
+      if (it != free_.begin() && *it == *std::prev(it) + kChunk) {
         ++length;
       } else {
         first = it;
@@ -148,7 +148,7 @@ class LargeBlockPool {
     const auto at = reinterpret_cast<uintptr_t>(raw);
     const uintptr_t start = (at + kChunk - 1) & ~(uintptr_t{kChunk} - 1);
     if (start > at) munmap(raw, start - at);
-    if (start - at < kChunk) munmap(reinterpret_cast<void*>(start + bytes), kChunk - (start - at));
+    munmap(reinterpret_cast<void*>(start + bytes), kChunk - (start - at));  // the tail is never empty
     madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);  // fewer faults and TLB misses where THP is "madvise"
     return reinterpret_cast<char*>(start);
   }
@@ -187,12 +187,12 @@ std::shared_ptr<float> allocate_floats(size_t count, bool pooled = true) {
 
 }  // namespace
 
+void release_heap_memory() { malloc_trim(0); }
+
 void release_cached_memory() {
   LargeBlockPool::instance().release_all();
-  malloc_trim(0);
+  release_heap_memory();
 }
-
-void release_heap_memory() { malloc_trim(0); }
 
 Tensor::Tensor(Shape shape) : shape_(std::move(shape)) {
   for (int64_t d : shape_)

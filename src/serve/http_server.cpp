@@ -105,8 +105,7 @@ ApiError error_for_status(int status, const httplib::Request& req, size_t max_bo
 bool declares_no_body_length(const httplib::Request& req) {
   const bool reads_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
                           req.method == "DELETE" || req.method == "PRI";
-  const std::string coding = req.get_header_value("Transfer-Encoding");
-  const bool chunked = coding.size() == 7 && strncasecmp(coding.c_str(), "chunked", 7) == 0;  // as cpp-httplib reads it
+  const bool chunked = strcasecmp(req.get_header_value("Transfer-Encoding").c_str(), "chunked") == 0;  // as cpp-httplib reads it
   return reads_body && !req.has_header("Content-Length") && !chunked;
 }
 
